@@ -44,6 +44,15 @@ def decode_secret(text):
     return raw if len(raw) == 64 else None
 
 
+def decode_public(text):
+    """The 32-byte public key in a client's "Key" string, or None if it is not one."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
+
+
 def signing_key_from_secret(secret64):
     return SigningKey(secret64[:32])
 

@@ -43,8 +43,9 @@ def wrap(field, inner=None, **fields):
         member.CopyFrom(inner)
     else:
         member.SetInParent()
-        for name, value in fields.items():
-            setattr(member, name, value)
+        if fields:
+            # The constructor accepts repeated and message fields, which setattr refuses.
+            member.MergeFrom(type(member)(**fields))
     return message
 
 

@@ -86,6 +86,8 @@ def client_handshake(server_public_key, offer_keys, ephemeral=None, symmetric_ke
     """
     if len(offer_keys) != 1:
         raise HandshakeError("server KeyExchange must carry exactly one key")
+    if len(server_public_key) != 32:
+        raise HandshakeError("Handshake failed: invalid public key from rendezvous server")
     try:
         server_ephemeral = VerifyKey(server_public_key).verify(offer_keys[0])
     except BadSignatureError as e:
@@ -94,5 +96,8 @@ def client_handshake(server_public_key, offer_keys, ephemeral=None, symmetric_ke
         raise HandshakeError("server ephemeral key is not 32 bytes")
     ephemeral = ephemeral if ephemeral is not None else PrivateKey.generate()
     key = symmetric_key if symmetric_key is not None else random(32)
-    sealed = Box(ephemeral, PublicKey(server_ephemeral)).encrypt(key, ZERO_NONCE).ciphertext
+    try:
+        sealed = Box(ephemeral, PublicKey(server_ephemeral)).encrypt(key, ZERO_NONCE).ciphertext
+    except CryptoError as e:  # a low-order ephemeral key has no shared secret
+        raise HandshakeError("server ephemeral key is unusable") from e
     return [bytes(ephemeral.public_key), sealed], SecretStream(key)

@@ -1,0 +1,1 @@
+"""hbbs: the RustDesk ID/rendezvous server."""
