@@ -101,6 +101,23 @@ class VectorTests(SynchronousTestCase):
 
     def test_rustdesk_public_key_is_32_bytes(self):
         self.assertEqual(len(base64.b64decode(RUSTDESK_PUBLIC_KEY, validate=True)), 32)
+        self.assertEqual(keys.decode_public(RUSTDESK_PUBLIC_KEY),
+                         base64.b64decode(RUSTDESK_PUBLIC_KEY))
+
+    def test_decode_public(self):
+        """A client's Key string: standard padded base64 of exactly 32 bytes (section 6.2)."""
+        self.assertEqual(keys.decode_public(PUBLIC_B64), PUBLIC)
+        self.assertEqual(keys.decode_public(" " + PUBLIC_B64 + "\n"), PUBLIC)
+        for text in ("", SECRET_B64, PUBLIC_B64[:-1], PUBLIC_B64.rstrip("="), "not base64!",
+                     keys.b64(PUBLIC[:31]), PUBLIC_B64.replace("/", "_")):
+            with self.subTest(text=text):
+                self.assertIsNone(keys.decode_public(text))
+
+    def test_decode_secret(self):
+        self.assertEqual(keys.decode_secret(SECRET_B64), SEED + PUBLIC)
+        for text in ("", PUBLIC_B64, SECRET_B64[:-2], "!" * 88):
+            with self.subTest(text=text):
+                self.assertIsNone(keys.decode_secret(text))
 
     def test_fingerprint(self):
         fp = keys.fingerprint(PUBLIC)

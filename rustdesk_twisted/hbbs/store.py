@@ -11,8 +11,10 @@ registrations costs one fsync.
 
 import json
 import sqlite3
+import threading
 import uuid as uuid_module
 from contextlib import suppress
+from functools import partial
 
 from twisted.internet.defer import DeferredLock, succeed
 from twisted.internet.task import LoopingCall
@@ -166,6 +168,9 @@ class PeerStore:
         self._reactor = reactor
         self._flushInterval = flush_interval
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="hbbs-peer-store")
+        # A store never closed (a crash, a forgetful test) must not keep the
+        # process alive; an interrupted commit just rolls back on next open.
+        self._pool.threadFactory = partial(threading.Thread, daemon=True)
         self._lock = DeferredLock()
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor

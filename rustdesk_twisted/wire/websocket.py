@@ -99,6 +99,7 @@ class MessageSizeGuard(ProtocolWrapper):
 
 class _GuardFactory(WrappingFactory):
     protocol = MessageSizeGuard
+    noisy = False
 
     def __init__(self, wrapped, limit):
         super().__init__(wrapped)
@@ -107,8 +108,11 @@ class _GuardFactory(WrappingFactory):
 
 def websocket_site(factory, max_message, reactor=None):
     """An IProtocolFactory serving ``factory``'s WebSocket protocols on any path."""
-    site = Site(_AnyPath(WebSocketResource(factory)), reactor=reactor)
+    resource = WebSocketResource(factory)
+    resource.isLeaf = True
+    site = Site(_AnyPath(resource), reactor=reactor)
     site.displayTracebacks = False
+    site.noisy = False
     site.log = lambda request: None
     return _GuardFactory(site, max_message + 64 * 1024)
 

@@ -1,0 +1,231 @@
+"""The peer table and the registration rules (PROTOCOL.md sections 4.1, 4.2, 7.1).
+
+Every peer the database knows is held in memory (loaded at start), so every
+decision on the hot path is a dictionary lookup; the store only receives
+writes, batched off the reactor thread.  IPs are compared in their
+``try_into_v4`` form, so a dual-stack socket's ``::ffff:a.b.c.d`` and a
+plain ``a.b.c.d`` (what the official server stored before) are the same peer
+address.
+"""
+
+import re
+import uuid as uuidlib
+
+from twisted.logger import Logger
+
+from ..wire.addr_mangle import is_loopback, try_into_v4
+from ..wire.rendezvous_pb2 import RegisterPkResponse
+from .limits import IpBlocker, IpChanges
+
+ONLINE_WINDOW = 30.0
+PK_BURST = 2
+PK_BURST_SECONDS = 6
+SEEN_PERSIST_INTERVAL = 300.0
+ID_FORMAT = re.compile(r"[a-zA-Z][\w-]{5,15}")
+
+Result = RegisterPkResponse.Result
+
+
+class Peer:
+    """One registered peer.
+
+    ``address`` is where to reach it over UDP (its last registration source),
+    ``channel`` its persistent TCP/WebSocket registration, if any.
+    """
+
+    __slots__ = ("id", "guid", "uuid", "pk", "ip", "address", "last_reg_time",
+                 "pk_count", "pk_time", "channel", "seen_saved")
+
+    def __init__(self, peer_id, guid=b"", uuid=b"", pk=b"", ip="", last_seen=None):
+        self.id = peer_id
+        self.guid = guid
+        self.uuid = uuid
+        self.pk = pk
+        self.ip = ip
+        self.address = None
+        self.last_reg_time = float("-inf")
+        self.pk_count = 0
+        self.pk_time = float("-inf")
+        self.channel = None
+        self.seen_saved = last_seen if last_seen is not None else float("-inf")
+
+    def online(self, now):
+        """Registered within the window, or holding a live TCP/WebSocket registration."""
+        return self.channel is not None or now - self.last_reg_time < ONLINE_WINDOW
+
+    @property
+    def last_seen(self):
+        seen = max(self.last_reg_time, self.seen_saved)
+        return seen if seen != float("-inf") else None
+
+
+class PeerRegistry:
+    """Peers by id, with the official registration rules and our bounds."""
+
+    log = Logger()
+
+    def __init__(self, store=None, ip_blocker=None, max_peers=4_000_000):
+        self.store = store
+        self.ip_blocker = ip_blocker if ip_blocker is not None else IpBlocker()
+        self.ip_changes = IpChanges()
+        self.max_peers = max_peers
+        self.peers = {}
+
+    def load(self, rows):
+        """Take the stored peers (``StoredPeer`` rows) into memory."""
+        for row in rows:
+            self.peers[row.id] = Peer(row.id, row.guid, row.uuid, row.pk,
+                                      try_into_v4(row.ip), row.last_seen)
+
+    def get(self, peer_id):
+        return self.peers.get(peer_id)
+
+    def is_online(self, peer_id, now):
+        peer = self.peers.get(peer_id)
+        return peer is not None and peer.online(now)
+
+    def online_count(self, now):
+        return sum(1 for p in self.peers.values() if p.online(now))
+
+    def register_peer(self, peer_id, address, now):
+        """RegisterPeer (section 4.1): refresh a known peer; return ``request_pk``."""
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return True
+        host = address[0]
+        known = peer.address
+        if known is not None and known[1] != 0:
+            changed = host != known[0] and try_into_v4(host) != try_into_v4(known[0])
+        else:
+            changed = try_into_v4(host) != peer.ip
+        if changed and is_loopback(host):
+            changed = False
+        if not peer.pk or changed:
+            if changed and peer.pk_count <= PK_BURST:
+                self.log.info("IP change of {peer_id} from {old} to {new}", peer_id=peer_id,
+                              old=peer.ip, new=try_into_v4(host), event="ip_change")
+            return True
+        peer.address = address
+        peer.last_reg_time = now
+        if now - peer.seen_saved >= SEEN_PERSIST_INTERVAL:
+            self._save_seen(peer, now)
+        return False
+
+    def _save_seen(self, peer, now):
+        peer.seen_saved = now
+        if self.store is not None and peer.guid:
+            self.store.touch(peer.guid, now)
+
+    def register_pk(self, peer_id, uuid, pk, address, now):
+        """RegisterPk (section 7.1); None means "ignore, no reply"."""
+        if not uuid or not pk:
+            return None
+        if len(peer_id.encode("utf-8")) < 6:
+            self.log.info("register {peer_id} from {ip}: {result} (id shorter than 6 bytes)",
+                          peer_id=peer_id, ip=address[0], result="UUID_MISMATCH",
+                          event="register_refused")
+            return Result.UUID_MISMATCH
+        ip = try_into_v4(address[0])
+        if not self.ip_blocker.allow(ip, peer_id, now):
+            return Result.TOO_FREQUENT
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            if len(self.peers) >= self.max_peers:
+                self.log.error("peer table full ({max_peers}): refusing new id {peer_id} from {ip}",
+                               max_peers=self.max_peers, peer_id=peer_id, ip=ip,
+                               event="peer_table_full")
+                return Result.SERVER_ERROR
+            peer = Peer(peer_id)
+        if not peer.uuid:
+            changed, ip_changed = True, False
+        elif peer.uuid == uuid:
+            if peer.ip != ip and peer.pk != pk:
+                return self._uuid_mismatch(peer, ip, "ip and key both changed")
+            ip_changed = peer.ip != ip
+            changed = ip_changed or peer.pk != pk
+        else:
+            return self._uuid_mismatch(peer, ip, "id registered by another machine")
+        if not self._throttle(peer, now):
+            self.log.warn("rate-limit {reason} for {ip} (id {peer_id})", reason="registrations-per-id",
+                          ip=ip, peer_id=peer_id, event="rate_limited")
+            return Result.TOO_FREQUENT
+        if ip_changed:
+            self.ip_changes.record(peer_id, ip, now)
+        if changed:
+            self._save(peer, uuid, pk, ip)
+        peer.address = address
+        peer.last_reg_time = now
+        return Result.OK
+
+    def _uuid_mismatch(self, peer, ip, reason):
+        self.log.warn("register {peer_id} from {ip}: {result} ({reason})", peer_id=peer.id, ip=ip,
+                      result="UUID_MISMATCH", reason=reason, event="uuid_mismatch")
+        return Result.UUID_MISMATCH
+
+    def _throttle(self, peer, now):
+        """At most three accepted RegisterPk per peer in a burst (section 7.1 step 6)."""
+        if now - peer.pk_time >= PK_BURST_SECONDS + 1:
+            peer.pk_count = 0
+        elif peer.pk_count > PK_BURST:
+            return False
+        peer.pk_count += 1
+        peer.pk_time = now
+        return True
+
+    def _save(self, peer, uuid, pk, ip):
+        new = not peer.guid
+        old_pk, old_ip = peer.pk, peer.ip
+        if new:
+            peer.guid = uuidlib.uuid4().bytes
+            self.peers[peer.id] = peer
+        peer.uuid = uuid
+        peer.pk = pk
+        peer.ip = ip
+        if self.store is not None:
+            if new:
+                self.store.insert(peer.guid, peer.id, peer.uuid, pk, ip)
+            else:
+                self.store.update(peer.guid, peer.id, pk, ip)
+        if new:
+            self.log.info("new peer {peer_id} from {ip}", peer_id=peer.id, ip=ip, event="peer_added")
+        else:
+            self.log.info("peer {peer_id} updated: key {key_change}, ip {old_ip} -> {ip}",
+                          peer_id=peer.id, key_change="changed" if old_pk != pk else "same",
+                          old_ip=old_ip, ip=ip, event="peer_updated")
+
+    def change_id(self, old_id, new_id, uuid, address, now):
+        """Change-ID (section 4.2 b1): rename ``old_id`` for the machine that owns it."""
+        ip = try_into_v4(address[0])
+        if not ID_FORMAT.fullmatch(new_id):
+            return Result.INVALID_ID_FORMAT
+        if not self.ip_blocker.allow(ip, new_id, now):
+            return Result.TOO_FREQUENT
+        peer = self.peers.get(old_id)
+        if peer is None or not peer.guid or peer.uuid != uuid:
+            self.log.warn("change id {old_id} -> {new_id} from {ip}: {result}", old_id=old_id,
+                          new_id=new_id, ip=ip, result="UUID_MISMATCH", event="change_id_refused")
+            return Result.UUID_MISMATCH
+        if new_id == old_id:
+            return Result.OK
+        if new_id in self.peers:
+            return Result.ID_EXISTS
+        if not self._throttle(peer, now):
+            return Result.TOO_FREQUENT
+        del self.peers[old_id]
+        peer.id = new_id
+        self.peers[new_id] = peer
+        if self.store is not None:
+            self.store.rename(peer.guid, new_id)
+        self.log.info("id changed {old_id} -> {new_id} from {ip}", old_id=old_id, new_id=new_id,
+                      ip=ip, event="id_changed")
+        return Result.OK
+
+    def save_all_seen(self, now):
+        """Persist last-seen of every peer seen since its last save (used at shutdown)."""
+        for peer in self.peers.values():
+            if peer.last_reg_time > peer.seen_saved:
+                self._save_seen(peer, peer.last_reg_time)
+
+    def prune(self, now):
+        self.ip_blocker.prune(now)
+        self.ip_changes.prune(now)

@@ -1,0 +1,425 @@
+"""The rendezvous decisions of hbbs: one controller for UDP, TCP and WebSocket.
+
+Transports hand parsed ``RendezvousMessage``s to :class:`RendezvousServer`;
+it answers through the ``channel`` that carried the request (``send``,
+``close``, ``address``, ``is_websocket``) or, for a peer's notifications,
+through that peer's persistent channel or its UDP address.  The time comes
+from the injected clock.  Flows: PROTOCOL.md sections 4.1-4.9.
+"""
+
+import ipaddress
+import re
+
+from twisted.logger import Logger
+
+from ..wire import addr_mangle, keys, messages
+from ..wire.rendezvous_pb2 import (
+    FetchLocalAddr,
+    NatType,
+    PunchHole,
+    PunchHoleResponse,
+    RegisterPeerResponse,
+    RelayResponse,
+    RendezvousMessage,
+    SoftwareUpdate,
+)
+from .limits import PunchLog
+from .registry import Result
+
+Failure = PunchHoleResponse.Failure
+
+DEFAULT_KEEP_ALIVE = 30
+_KNOWN_NAT_TYPES = (NatType.UNKNOWN_NAT, NatType.ASYMMETRIC, NatType.SYMMETRIC)
+_REQUEST_PK = {
+    request_pk: messages.wrap("register_peer_response",
+                              RegisterPeerResponse(request_pk=request_pk)).SerializeToString()
+    for request_pk in (False, True)
+}
+_VERSION_IN_URL = re.compile(r"(\d+(?:\.\d+)+)")
+
+
+class WaitingRequesters:
+    """A's connections waiting for B's answer, by ``try_into_v4`` address (section 4.3).
+
+    An entry is consumed by its first delivery and removed when its
+    connection closes; the table is bounded (oldest entry evicted).
+    """
+
+    log = Logger()
+
+    def __init__(self, max_entries=100_000):
+        self.max_entries = max_entries
+        self.channels = {}
+
+    def park(self, key, channel):
+        if key not in self.channels and len(self.channels) >= self.max_entries:
+            oldest = next(iter(self.channels))
+            self.channels.pop(oldest).parked_key = None
+            self.log.warn("waiting-connection table full; dropped the oldest ({key})",
+                          key=oldest, event="waiting_table_full")
+        previous = self.channels.get(key)
+        if previous is not None and previous is not channel:
+            previous.parked_key = None
+        self.channels[key] = channel
+        channel.parked_key = key
+
+    def deliver(self, key, message):
+        channel = self.channels.pop(key, None)
+        if channel is None:
+            return False
+        channel.parked_key = None
+        channel.send(message)
+        return True
+
+    def forget(self, channel):
+        key = channel.parked_key
+        if key is not None and self.channels.get(key) is channel:
+            del self.channels[key]
+        channel.parked_key = None
+
+
+class LanRules:
+    """``--mask`` and ``LOCAL-IP`` (section 4.8); without a mask nothing is LAN."""
+
+    def __init__(self, mask=None, local_ip=""):
+        self.mask = ipaddress.IPv4Network(mask, strict=False) if mask else None
+        self.local_ip = local_ip
+
+    def is_lan(self, host):
+        if self.mask is None:
+            return False
+        try:
+            address = ipaddress.ip_address(addr_mangle.try_into_v4(host))
+        except ValueError:
+            return False
+        return address.version == 4 and address in self.mask
+
+
+def software_version(url):
+    """The version named in ``--software-url`` (its last dotted number), or ""."""
+    found = _VERSION_IN_URL.findall(url.rsplit("/", 1)[-1] if url else "")
+    return found[-1] if found else ""
+
+
+class RendezvousServer:
+    """hbbs's message handling, transport-neutral."""
+
+    log = Logger()
+
+    def __init__(self, registry, server_key, relays, clock, lan=None, serial=0,
+                 rendezvous_servers=(), software_url="", always_use_relay=False,
+                 keep_alive=DEFAULT_KEEP_ALIVE, max_waiting=100_000):
+        self.registry = registry
+        self.server_key = server_key
+        self.relays = relays
+        self.clock = clock
+        self.lan = lan if lan is not None else LanRules()
+        self.serial = serial
+        self.rendezvous_servers = list(rendezvous_servers)
+        self.software_url = software_url
+        self.always_use_relay = always_use_relay
+        self.keep_alive = keep_alive
+        self.waiting = WaitingRequesters(max_waiting)
+        self.punch_log = PunchLog()
+        self.send_datagram = None
+        self.relay_announcer = None
+        self.counters = {}
+
+    def _count(self, name):
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # UDP (section 2.1: only registration, loopback ConfigUpdate and SoftwareUpdate)
+
+    def datagram_received(self, data, address):
+        message = messages.parse(data)
+        if message is None:
+            self._count("udp_garbage")
+            return
+        kind = message.WhichOneof("union")
+        now = self.clock.seconds()
+        if kind == "register_peer":
+            request = message.register_peer
+            if not request.id:
+                return
+            request_pk = self.registry.register_peer(request.id, address, now)
+            self._count("register_peer")
+            self.send_datagram(_REQUEST_PK[request_pk], address)
+            if self.serial > request.serial and not request_pk:
+                self._send_bounded(self._config_update(), len(data), address, request.id)
+        elif kind == "register_pk":
+            request = message.register_pk
+            result = self.registry.register_pk(request.id, request.uuid, request.pk, address, now)
+            if result is None:
+                return
+            self._count("register_pk")
+            self.send_datagram(
+                messages.register_pk_response(result).SerializeToString(), address)
+        elif kind == "configure_update":
+            self._configure_update(message.configure_update, address)
+        elif kind == "software_update":
+            self._software_update(message.software_update, len(data), address)
+        else:
+            self._count("udp_ignored")
+
+    def _send_bounded(self, message, request_length, address, peer_id):
+        """Send a reply larger than its request only to the peer's own registered address."""
+        payload = message.SerializeToString()
+        peer = self.registry.get(peer_id)
+        if len(payload) > request_length and (peer is None or peer.address != address):
+            self._count("udp_reply_suppressed")
+            return
+        self.send_datagram(payload, address)
+
+    def _config_update(self):
+        return messages.wrap("configure_update",
+                             messages.config_update(self.serial, self.rendezvous_servers))
+
+    def _configure_update(self, update, address):
+        if not addr_mangle.is_loopback(address[0]) or update.serial <= self.serial:
+            return
+        self.serial = update.serial
+        self.rendezvous_servers = list(update.rendezvous_servers)
+        self.log.info("serial {serial}, rendezvous servers {servers}", serial=self.serial,
+                      servers=",".join(self.rendezvous_servers), event="config_update")
+
+    def _software_update(self, update, request_length, address):
+        version = software_version(self.software_url)
+        if not version or update.url == version:
+            return
+        reply = messages.wrap("software_update", SoftwareUpdate(url=self.software_url))
+        payload = reply.SerializeToString()
+        if len(payload) <= request_length:
+            self.send_datagram(payload, address)
+
+    # Streams: TCP 21116 and WebSocket 21118 (sections 4.2-4.4, 4.6, 4.7)
+
+    def stream_message(self, channel, message):
+        """Handle one message from a stream; return False when the connection should close."""
+        kind = message.WhichOneof("union")
+        now = self.clock.seconds()
+        if kind == "punch_hole_request":
+            self._punch_hole_request(channel, message.punch_hole_request, now)
+            return True
+        if kind == "request_relay":
+            self._request_relay(channel, message.request_relay, now)
+            return True
+        if kind == "register_pk":
+            return self._stream_register_pk(channel, message.register_pk, now)
+        if kind == "punch_hole_sent":
+            self._punch_hole_sent(channel, message.punch_hole_sent)
+        elif kind == "local_addr":
+            self._local_addr(message.local_addr)
+        elif kind == "relay_response":
+            self._relay_response(message.relay_response)
+        elif kind == "test_nat_request":
+            self.test_nat(channel, message.test_nat_request, with_config=True)
+        elif kind == "online_request":
+            self.online(channel, message.online_request, now)
+        return False
+
+    def stream_heartbeat(self, channel):
+        """An empty frame: a registration channel's echo keeps its peer online."""
+        peer_id = channel.registered_id
+        if peer_id is None:
+            return False
+        peer = self.registry.get(peer_id)
+        if peer is None or peer.channel is not channel:
+            return False
+        peer.last_reg_time = self.clock.seconds()
+        return True
+
+    def stream_closed(self, channel):
+        self.waiting.forget(channel)
+        peer_id = channel.registered_id
+        if peer_id is None:
+            return
+        peer = self.registry.get(peer_id)
+        if peer is not None and peer.channel is channel:
+            peer.channel = None
+            peer.last_reg_time = min(peer.last_reg_time, self.clock.seconds() - 30.0)
+            self.log.info("{peer_id} disconnected its {transport} registration",
+                          peer_id=peer_id, transport=channel.transport_name,
+                          event="channel_registration_closed")
+
+    def _stream_register_pk(self, channel, request, now):
+        if not request.pk:
+            if not request.old_id:
+                return False
+            result = self.registry.change_id(request.old_id, request.id, request.uuid,
+                                             channel.address, now)
+            peer = self.registry.get(request.id) if result == Result.OK else None
+            if peer is not None and peer.channel is not None:
+                # The peer's registration channel now answers to the new id.
+                peer.channel.registered_id = request.id
+            channel.send(messages.register_pk_response(result))
+            return False
+        result = self.registry.register_pk(request.id, request.uuid, request.pk,
+                                           channel.address, now)
+        if result is None:
+            return False
+        if result != Result.OK:
+            channel.send(messages.register_pk_response(result))
+            return True
+        peer = self.registry.get(request.id)
+        previous = peer.channel
+        if previous is not channel:
+            if previous is not None:
+                previous.registered_id = None
+                previous.close()
+            peer.channel = channel
+            channel.registered_id = request.id
+            channel.start_heartbeats(self.keep_alive / 2.0)
+            self.log.info("{peer_id} registered over {transport} from {ip}",
+                          peer_id=request.id, transport=channel.transport_name,
+                          ip=channel.address[0], event="channel_registration")
+        channel.send(messages.register_pk_response(result, keep_alive=self.keep_alive))
+        return True
+
+    def _notify(self, peer, message):
+        """Deliver a server-to-B message over B's channel, else to its UDP address."""
+        if peer.channel is not None:
+            peer.channel.send(message)
+        elif peer.address is not None and self.send_datagram is not None:
+            self.send_datagram(message.SerializeToString(), peer.address)
+
+    def _log_refusal(self, channel, target, outcome, kind):
+        log = self.log.warn if outcome == "LICENSE_MISMATCH" else self.log.info
+        log("{kind} {outcome} from {requester} to {target}", kind=kind, outcome=outcome,
+            requester=channel.address[0], target=target, event="punch_refused")
+        self._count(f"{kind}_{outcome}")
+
+    def _park(self, channel):
+        if channel.parked_key is None:
+            self.waiting.park(channel.key, channel)
+
+    def _punch_hole_request(self, channel, request, now):
+        self._park(channel)
+        key = channel.key
+        target = request.id
+        licence = self.server_key.licence
+        if licence and request.licence_key != licence:
+            self._log_refusal(channel, target, "LICENSE_MISMATCH", "punch")
+            self.waiting.deliver(key, messages.punch_hole_failure(Failure.LICENSE_MISMATCH))
+            return
+        peer = self.registry.get(target)
+        if peer is None:
+            self._log_refusal(channel, target, "ID_NOT_EXIST", "punch")
+            self.waiting.deliver(key, messages.punch_hole_failure(Failure.ID_NOT_EXIST))
+            return
+        if not peer.online(now):
+            self._log_refusal(channel, target, "OFFLINE", "punch")
+            self.waiting.deliver(key, messages.punch_hole_failure(Failure.OFFLINE))
+            return
+        requester_host = channel.address[0]
+        self.punch_log.record(now, key[0], peer.ip, target)
+        relay = self.relays.next()
+        nat_type = request.nat_type
+        requester_lan = self.lan.is_lan(requester_host)
+        target_lan = self.lan.is_lan(peer.ip)
+        if self.always_use_relay or requester_lan != target_lan:
+            if target_lan:
+                relay = self.lan.local_ip
+            nat_type = NatType.SYMMETRIC
+        same_intranet = not channel.is_websocket and (
+            (requester_lan and target_lan) or key[0] == peer.ip)
+        socket_addr = addr_mangle.encode(channel.address, addr_mangle.timestamp(now))
+        if same_intranet:
+            notice = messages.wrap("fetch_local_addr",
+                                   FetchLocalAddr(socket_addr=socket_addr, relay_server=relay))
+            outcome = "fetch_local_addr"
+        else:
+            notice = messages.wrap("punch_hole", PunchHole(socket_addr=socket_addr,
+                                                           nat_type=nat_type, relay_server=relay))
+            outcome = "punch_hole"
+        self._notify(peer, notice)
+        self._count(f"punch_{outcome}")
+        self.log.info("punch {outcome} from {requester} to {target} relay {relay}",
+                      outcome=outcome, requester=requester_host, target=target, relay=relay,
+                      event="punch_forwarded")
+
+    def _request_relay(self, channel, request, now):
+        """A's RequestRelay (section 4.4 d2): forward to B with A's address."""
+        self._park(channel)
+        peer = self.registry.get(request.id)
+        if peer is None or not peer.online(now):
+            outcome = "ID_NOT_EXIST" if peer is None else "OFFLINE"
+            self._log_refusal(channel, request.id, outcome, "relay")
+            reason = ("ID does not exist" if peer is None else "Remote desktop is offline")
+            self.waiting.deliver(channel.key, messages.wrap(
+                "relay_response", RelayResponse(uuid=request.uuid, refuse_reason=reason)))
+            return
+        request.socket_addr = addr_mangle.encode(channel.address, addr_mangle.timestamp(now))
+        forwarded = RendezvousMessage()
+        forwarded.request_relay.CopyFrom(request)
+        self._notify(peer, forwarded)
+        self._announce(request.uuid)
+        self._count("relay_forwarded")
+        self.log.info("relay request {uuid} from {requester} to {target}", uuid=request.uuid,
+                      requester=channel.address[0], target=request.id, event="relay_forwarded")
+
+    def signed_pk(self, version, peer_id):
+        """get_pk (section 6.1): the signed IdPk, or empty bytes when it cannot be signed."""
+        if not version or self.server_key.signing is None:
+            return b""
+        peer = self.registry.get(peer_id)
+        if peer is None:
+            return b""
+        return keys.sign_id_pk(self.server_key.signing, peer_id, peer.pk)
+
+    def _punch_hole_sent(self, channel, sent):
+        requester = addr_mangle.normalize(addr_mangle.decode(sent.socket_addr))
+        response = PunchHoleResponse(
+            socket_addr=addr_mangle.encode(channel.address,
+                                           addr_mangle.timestamp(self.clock.seconds())),
+            pk=self.signed_pk(sent.version, sent.id), relay_server=sent.relay_server)
+        if sent.nat_type in _KNOWN_NAT_TYPES:
+            response.nat_type = sent.nat_type
+        self._deliver_answer(requester, messages.wrap("punch_hole_response", response), sent.id)
+
+    def _local_addr(self, local):
+        requester = addr_mangle.normalize(addr_mangle.decode(local.socket_addr))
+        response = PunchHoleResponse(socket_addr=local.local_addr,
+                                     pk=self.signed_pk(local.version, local.id),
+                                     relay_server=local.relay_server, is_local=True)
+        self._deliver_answer(requester, messages.wrap("punch_hole_response", response), local.id)
+
+    def _relay_response(self, response):
+        """B's RelayResponse (section 4.4 d1 steps 1-4), forwarded with unknown fields kept."""
+        requester = addr_mangle.normalize(addr_mangle.decode(response.socket_addr))
+        response.ClearField("socket_addr")
+        if response.WhichOneof("union") == "id" and response.id:
+            response.pk = self.signed_pk(response.version, response.id)
+        if response.relay_server and self.lan.mask is not None:
+            if self.lan.is_lan(requester[0]):
+                response.relay_server = self.lan.local_ip
+            elif response.relay_server == self.lan.local_ip:
+                response.relay_server = self.relays.next()
+        self._announce(response.uuid)
+        forwarded = RendezvousMessage()
+        forwarded.relay_response.CopyFrom(response)
+        self._deliver_answer(requester, forwarded, "relay")
+
+    def _deliver_answer(self, requester, message, source):
+        kind = message.WhichOneof("union")
+        if self.waiting.deliver(requester, message):
+            self._count(f"{kind}_delivered")
+        else:
+            self._count(f"{kind}_unclaimed")
+            self.log.debug("{kind} from {source} for {requester}: nobody waiting", kind=kind,
+                           source=source, requester=requester, event="answer_unclaimed")
+
+    def _announce(self, uuid):
+        if self.relay_announcer is not None and uuid:
+            self.relay_announcer(uuid)
+
+    # Also served on TCP 21115
+
+    def test_nat(self, channel, request, with_config):
+        config = None
+        if with_config and self.serial > request.serial:
+            config = messages.config_update(self.serial, self.rendezvous_servers)
+        channel.send(messages.test_nat_response(channel.address[1], config))
+
+    def online(self, channel, request, now):
+        is_online = self.registry.is_online
+        channel.send(messages.online_bitmap([is_online(p, now) for p in request.peers]))

@@ -1,0 +1,342 @@
+"""``twistd rustdesk-hbbs``: options, configuration and the service tree.
+
+Configuration follows the official server (PROTOCOL.md section 9): flags,
+``.env`` and ``--config`` INI in the data directory, and environment
+variables, with CLI > --config > .env > environment.  Building the service
+reads configuration only; keys, the database and sockets open in
+``startService``.
+"""
+
+import os
+import socket
+
+from twisted.application import internet, service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.error import CannotListenError
+from twisted.internet.endpoints import HostnameEndpoint, serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python import usage
+
+from .. import __version__
+from ..config import ConfigError, layered_settings
+from ..wire import keys as keyfiles
+from ..wire.addr_mangle import is_loopback
+from ..wire.websocket import TrustedProxies, websocket_site
+from .console import ConsoleFactory, HbbsConsole
+from .limits import IpBlocker
+from .registry import PeerRegistry
+from .relays import RelayHealthCheck, RelayRotation, parse_relay_list, with_default_port
+from .rendezvous import DEFAULT_KEEP_ALIVE, LanRules, RendezvousServer
+from .store import PeerStore
+from .streams import (
+    DEFAULT_MAX_FRAME,
+    ConnectionLimits,
+    NatTestTCP,
+    RendezvousTCPFactory,
+)
+from .udp import RendezvousUDP
+from .websocket import RendezvousWebSocketFactory
+
+BACKLOG = 1024
+MAINTENANCE_INTERVAL = 60.0
+
+# (long flag, short flag, setting name, help)
+OPTIONS = [
+    ("port", "p", "PORT", "Main port (default 21116); also PORT-1 (NAT test) and PORT+2 (WebSocket)."),
+    ("bind", "b", "BIND", "IP address every listener binds to (default: all, dual-stack)."),
+    ("key", "k", "KEY", "Key: unset/'-'/'_' use id_ed25519 (generated on first start), "
+                        "'' signs but checks nothing, a base64 secret key, or a licence string."),
+    ("relay-servers", "r", "RELAY-SERVERS", "Comma-separated hbbr addresses suggested to clients."),
+    ("rmem", "M", "RMEM", "UDP receive buffer in bytes (0 leaves the system default)."),
+    ("mask", None, "MASK", "IPv4 CIDR of the LAN, enables the LAN rules (LOCAL-IP then applies)."),
+    ("serial", "s", "SERIAL", "ConfigUpdate serial (deprecated)."),
+    ("rendezvous-servers", "R", "RENDEZVOUS-SERVERS", "Servers pushed in ConfigUpdate (deprecated)."),
+    ("software-url", "u", "SOFTWARE-URL", "Legacy SoftwareUpdate download URL (deprecated)."),
+    ("config", "c", None, "Extra INI file of settings (KEY=value lines)."),
+    ("data-dir", None, "DATA-DIR", "Directory of id_ed25519, db_v2.sqlite3 and .env (default: .)."),
+    ("listen-tcp", None, "LISTEN-TCP", "Endpoint for TCP rendezvous (default tcp:PORT)."),
+    ("listen-udp", None, "LISTEN-UDP", "[address:]port for UDP registration (default PORT)."),
+    ("listen-nat", None, "LISTEN-NAT", "Endpoint for the NAT test / online query (default tcp:PORT-1)."),
+    ("listen-ws", None, "LISTEN-WS", "Endpoint for WebSocket rendezvous (default tcp:PORT+2)."),
+    ("console", None, "CONSOLE", "Endpoint of the admin console (default unix:hbbs-console.sock)."),
+    ("loopback-console", None, "LOOPBACK-CONSOLE",
+     "Y: also treat loopback peers on PORT-1 as console clients, as the official server does."),
+    ("trusted-proxies", None, "TRUSTED-PROXIES",
+     "CIDRs whose X-Real-IP/X-Forwarded-For are believed (default 127.0.0.0/8,::1)."),
+    ("keep-alive", None, "KEEP-ALIVE",
+     f"Seconds announced to TCP/WebSocket-registered peers (default {DEFAULT_KEEP_ALIVE})."),
+    ("max-frame", None, "MAX-FRAME", f"Largest frame accepted, bytes (default {DEFAULT_MAX_FRAME})."),
+    ("ip-limit-per-minute", None, "IP-LIMIT-PER-MINUTE",
+     "RegisterPk per minute from one IP before TOO_FREQUENT (default 30)."),
+    ("ip-limit-ids-per-day", None, "IP-LIMIT-IDS-PER-DAY", "Distinct ids per IP per day (default 300)."),
+    ("ip-limit-exempt", None, "IP-LIMIT-EXEMPT", "CIDRs exempt from the IP limits (comma-separated)."),
+    ("max-peers", None, "MAX-PEERS", "Bound of the peer table (default 4000000)."),
+    ("max-connections-per-ip", None, "MAX-CONNECTIONS-PER-IP",
+     "Simultaneous TCP/WebSocket connections per IP (default 256)."),
+]
+
+
+class Options(usage.Options):
+    """Every option is also read from the environment, .env and --config under its NAME."""
+
+    synopsis = "[options]"
+    longdesc = ("RustDesk ID/rendezvous server (hbbs). Settings may also come from environment "
+                "variables (e.g. RELAY_SERVERS, ALWAYS_USE_RELAY=Y, DB_URL, LOCAL-IP), a .env file "
+                "in the data directory, or --config; the command line wins.")
+    optParameters = [[long, short, None, help_] for long, short, _, help_ in OPTIONS]
+
+    def cli_settings(self):
+        """The explicitly given flags, under their setting names."""
+        return {name: self[long] for long, _, name, _ in OPTIONS
+                if name is not None and self[long] is not None}
+
+
+def _local_ipv4():
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            host = info[4][0]
+            if not host.startswith("127."):
+                return host
+    except OSError:
+        pass
+    return ""
+
+
+def _split(text):
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+class HbbsConfig:
+    """Validated settings of one hbbs, derived from layered sources."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.port = settings.integer("PORT", 21116, minimum=3, maximum=65534)
+        self.bind = settings.get("BIND") or ""
+        if self.bind:
+            try:
+                socket.getaddrinfo(self.bind, None, flags=socket.AI_NUMERICHOST)
+            except socket.gaierror:
+                raise ConfigError(f"BIND must be an IP address, got {self.bind!r}") from None
+        self.key_option = settings.get("KEY")
+        self.data_dir = settings.get("DATA-DIR") or "."
+        db_url = settings.get("DB-URL") or os.path.join(self.data_dir, "db_v2.sqlite3")
+        self.db_url = db_url
+        self.relays = parse_relay_list(settings.get("RELAY-SERVERS"))
+        self.rmem = settings.integer("RMEM", 0, minimum=0)
+        self.mask = settings.get("MASK") or None
+        self.local_ip = settings.get("LOCAL-IP") or ""
+        self.serial = settings.integer("SERIAL", 0)
+        self.rendezvous_servers = parse_relay_list(settings.get("RENDEZVOUS-SERVERS"))
+        self.software_url = settings.get("SOFTWARE-URL") or ""
+        self.always_use_relay = str(settings.get("ALWAYS-USE-RELAY") or "").upper() == "Y"
+        self.keep_alive = settings.integer("KEEP-ALIVE", DEFAULT_KEEP_ALIVE, minimum=5, maximum=3600)
+        self.max_frame = settings.integer("MAX-FRAME", DEFAULT_MAX_FRAME, minimum=1024,
+                                          maximum=64 * 1024 * 1024)
+        self.ip_limit_per_minute = settings.integer("IP-LIMIT-PER-MINUTE", 30, minimum=1)
+        self.ip_limit_ids = settings.integer("IP-LIMIT-IDS-PER-DAY", 300, minimum=1)
+        self.ip_limit_exempt = _split(settings.get("IP-LIMIT-EXEMPT"))
+        self.max_peers = settings.integer("MAX-PEERS", 4_000_000, minimum=1)
+        self.max_per_ip = settings.integer("MAX-CONNECTIONS-PER-IP", 256, minimum=1)
+        self.loopback_console = settings.flag("LOOPBACK-CONSOLE")
+        proxies = settings.get("TRUSTED-PROXIES")
+        try:
+            self.trusted = TrustedProxies(_split(proxies)) if proxies is not None else TrustedProxies()
+            IpBlocker(exempt=self.ip_limit_exempt)
+            LanRules(self.mask)
+        except ValueError as e:
+            raise ConfigError(f"invalid network: {e}") from None
+        interface = self.bind.replace(":", "\\:") if self.bind else "\\:\\:"
+        self.tcp_endpoint = settings.get("LISTEN-TCP") or self._tcp(self.port, interface)
+        self.nat_endpoint = settings.get("LISTEN-NAT") or self._tcp(self.port - 1, interface)
+        self.ws_endpoint = settings.get("LISTEN-WS") or self._tcp(self.port + 2, interface)
+        self.console_endpoint = settings.get("CONSOLE") or "unix:" + os.path.join(
+            self.data_dir, "hbbs-console.sock").replace(":", "\\:") + ":mode=600:lockfile=1"
+        udp = settings.get("LISTEN-UDP") or str(self.port)
+        host, _, port = udp.rpartition(":")
+        try:
+            self.udp_port = int(port)
+        except ValueError:
+            raise ConfigError(f"LISTEN-UDP must be [address:]port, got {udp!r}") from None
+        self.udp_interface = host.strip("[]") or self.bind or "::"
+
+    @staticmethod
+    def _tcp(port, interface):
+        return f"tcp:{port}:interface={interface}:backlog={BACKLOG}"
+
+
+class _RelayProbe:
+    """Opens and immediately closes a TCP connection to a relay (health check)."""
+
+    def __init__(self, reactor, timeout=3.0):
+        self.reactor = reactor
+        self.timeout = timeout
+
+    def __call__(self, entry):
+        host, _, port = with_default_port(entry).rpartition(":")
+        endpoint = HostnameEndpoint(self.reactor, host.strip("[]"), int(port), timeout=self.timeout)
+        d = endpoint.connect(Factory.forProtocol(Protocol))
+        d.addCallback(lambda protocol: protocol.transport.loseConnection() or True)
+        return d
+
+
+class _LoopbackConsoleGate(Factory):
+    """PORT-1 with the official loopback rule: loopback peers get the console."""
+
+    def __init__(self, nat_factory, console_factory):
+        self.nat_factory = nat_factory
+        self.console_factory = console_factory
+
+    def buildProtocol(self, addr):
+        if is_loopback(getattr(addr, "host", "")):
+            return self.console_factory.buildProtocol(addr)
+        return self.nat_factory.buildProtocol(addr)
+
+
+class HbbsService(service.MultiService):
+    """hbbs as one service: keys, database, controller and listeners."""
+
+    log = Logger()
+
+    def __init__(self, config, reactor):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.server = None
+        self.store = None
+        self.health = None
+
+    def startService(self):
+        """Bind first, then open the database: nothing is processed before the reactor runs,
+        and a listener that cannot bind must not leave the store's writer thread behind."""
+        config = self.config
+        server_key = keyfiles.hbbs_server_key(config.key_option, config.data_dir)
+        self.store = PeerStore(config.db_url, self.reactor)
+        blocker = IpBlocker(config.ip_limit_per_minute, config.ip_limit_ids, config.ip_limit_exempt)
+        registry = PeerRegistry(self.store, blocker, max_peers=config.max_peers)
+        local_ip = (config.local_ip or _local_ipv4()) if config.mask else ""
+        relays = RelayRotation(config.relays)
+        self.server = RendezvousServer(
+            registry, server_key, relays, self.reactor, LanRules(config.mask, local_ip),
+            serial=config.serial, rendezvous_servers=config.rendezvous_servers,
+            software_url=config.software_url, always_use_relay=config.always_use_relay,
+            keep_alive=config.keep_alive)
+        self._build_listeners()
+        super().startService()
+        registry.load(self.store.open())
+        self.health = RelayHealthCheck(relays, _RelayProbe(self.reactor), self.reactor)
+        self.health.start()
+        self._banner(server_key, registry)
+
+    def _build_listeners(self):
+        config, server, reactor = self.config, self.server, self.reactor
+        limits = ConnectionLimits(max_per_ip=config.max_per_ip)
+        console = ConsoleFactory(HbbsConsole(server), reactor)
+        nat = RendezvousTCPFactory(server, reactor, config.max_frame, offer_secure=False,
+                                   limits=limits, protocol_class=NatTestTCP)
+        listeners = [
+            (config.tcp_endpoint, RendezvousTCPFactory(server, reactor, config.max_frame,
+                                                       limits=limits)),
+            (config.nat_endpoint, _LoopbackConsoleGate(nat, console) if config.loopback_console
+             else nat),
+            (config.ws_endpoint, websocket_site(
+                RendezvousWebSocketFactory(server, reactor, config.trusted, limits),
+                config.max_frame, reactor)),
+            (config.console_endpoint, console),
+        ]
+        for description, factory in listeners:
+            try:
+                endpoint = serverFromString(reactor, description)
+            except ValueError as e:
+                raise ConfigError(f"invalid endpoint {description!r}: {e}") from None
+            listener = StreamServerEndpointService(endpoint, factory)
+            listener._raiseSynchronously = True
+            listener.setServiceParent(self)
+        internet.UDPServer(config.udp_port, RendezvousUDP(server, config.rmem),
+                           interface=config.udp_interface, reactor=reactor).setServiceParent(self)
+        self.addService(_Timer(MAINTENANCE_INTERVAL, self._maintenance, reactor))
+
+    def _maintenance(self):
+        self.server.registry.prune(self.reactor.seconds())
+
+    def _banner(self, server_key, registry):
+        config = self.config
+        public = server_key.public_key
+        log = self.log
+        log.info("rustdesk-twisted hbbs {version}", version=__version__, event="banner")
+        if public is not None:
+            log.info("Key: {key}", key=keyfiles.b64(public), event="banner")
+            log.info("Key fingerprint: {fingerprint} ({source})",
+                     fingerprint=keyfiles.fingerprint(public), source=server_key.source,
+                     event="banner")
+        else:
+            log.warn("No signing key ({source}): peers' keys are not signed and secure TCP is off; "
+                     "clients will show 'Insecure Connection'", source=server_key.source,
+                     event="banner")
+        log.info("Key enforcement: {state}",
+                 state="on (clients must use this key)" if server_key.licence else "off",
+                 event="banner")
+        log.info("DB_URL={db} ({count} peers)", db=config.db_url, count=len(registry.peers),
+                 event="banner")
+        log.info("Listening on udp {interface}:{port}", interface=config.udp_interface,
+                 port=config.udp_port, event="banner")
+        for what, endpoint in (("tcp rendezvous", config.tcp_endpoint),
+                               ("tcp NAT test / online", config.nat_endpoint),
+                               ("websocket", config.ws_endpoint),
+                               ("console", config.console_endpoint)):
+            log.info("Listening on {what} {endpoint}", what=what, endpoint=endpoint,
+                     event="banner")
+        log.info("Relay servers: {relays}", relays=",".join(config.relays) or
+                 "(none: clients use this host's port+1)", event="banner")
+        if config.always_use_relay:
+            log.info("ALWAYS_USE_RELAY=Y", event="banner")
+
+    def stopService(self):
+        d = super().stopService()
+        if self.health is not None:
+            self.health.stop()
+
+        def close_store(result):
+            self.server.registry.save_all_seen(self.reactor.seconds())
+            return self.store.close().addCallback(lambda _: result)
+
+        return d.addCallback(close_store)
+
+
+class _Timer(internet.TimerService):
+    def __init__(self, interval, call, clock):
+        super().__init__(interval, call)
+        self.clock = clock
+
+
+def build_config(options, environ=None):
+    """HbbsConfig from parsed Options and the environment; raises ConfigError."""
+    cli = options.cli_settings()
+    data_dir = cli.get("DATA-DIR") or "."
+    settings = layered_settings(environ, data_dir, options["config"], cli)
+    return HbbsConfig(settings)
+
+
+def makeService(options, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        config = build_config(options)
+    except ConfigError as e:
+        raise SystemExit(f"rustdesk-hbbs: {e}")
+    return _Fatal(HbbsService(config, reactor))
+
+
+class _Fatal(service.MultiService):
+    """Turns a startup error into a one-line message and exit status 1 under twistd."""
+
+    def __init__(self, inner):
+        super().__init__()
+        inner.setServiceParent(self)
+
+    def startService(self):
+        try:
+            super().startService()
+        except (ConfigError, keyfiles.KeyFileError, OSError, CannotListenError) as e:
+            raise SystemExit(f"rustdesk-hbbs: {e}")
