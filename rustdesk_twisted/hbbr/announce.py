@@ -1,0 +1,132 @@
+"""Announced-uuid mode: hbbr pairs only relay uuids that our hbbs announced.
+
+The official relay pairs any two strangers who agree on a uuid, so anyone
+holding the (public) key can use it (USERS.md 1.12).  In this mode hbbs tells
+hbbr about each uuid it hands out, and hbbr refuses the rest.  Clients do not
+change: they still send the uuid hbbs gave them.
+
+Channel (``--announce-endpoint``, e.g. ``tcp:21120:interface=127.0.0.1:backlog=1024``):
+one ASCII line per announcement, LF-terminated, at most 512 bytes::
+
+    <uuid> <unix-seconds> <hex HMAC-SHA256(K, "<uuid> <unix-seconds>")>
+
+``K = SHA-256("rustdesk-twisted hbbr announce v1\\0" || secret)`` where
+``secret`` is the 64-byte key in ``id_ed25519`` that hbbs and hbbr share.
+hbbr answers ``ok`` or ``refused`` per line and drops the connection after a
+refusal.  A timestamp more than ``SKEW`` seconds away from hbbr's clock is
+refused, so a captured line is useless after a minute; replaying it within
+that minute only re-allows a uuid that was allowed anyway.  hbbs in the same
+process can call :meth:`AllowedUuids.announce` directly.
+"""
+
+import hashlib
+import hmac
+
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+
+ANNOUNCE_TTL = 60.0
+SKEW = 60.0
+MAX_UUIDS = 100_000
+MAX_UUID_LENGTH = 128
+
+
+def announce_key(secret):
+    """The HMAC key both servers derive from the shared ``id_ed25519`` secret."""
+    return hashlib.sha256(b"rustdesk-twisted hbbr announce v1\0" + secret).digest()
+
+
+def announcement(key, uuid, timestamp):
+    """The line (without LF) that announces ``uuid`` at ``timestamp`` (unix seconds)."""
+    body = f"{uuid} {int(timestamp)}".encode("ascii")
+    return body + b" " + hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
+
+
+class AllowedUuids:
+    """Uuids announced in the last ``ttl`` seconds; bounded, oldest dropped first."""
+
+    __slots__ = ("ttl", "limit", "_expires")
+
+    def __init__(self, ttl=ANNOUNCE_TTL, limit=MAX_UUIDS):
+        self.ttl = ttl
+        self.limit = limit
+        self._expires = {}
+
+    def __len__(self):
+        return len(self._expires)
+
+    def announce(self, uuid, now):
+        self._expires.pop(uuid, None)
+        self._expires[uuid] = now + self.ttl
+        self.prune(now)
+        while len(self._expires) > self.limit:
+            del self._expires[next(iter(self._expires))]
+
+    def allows(self, uuid, now):
+        expires = self._expires.get(uuid)
+        return expires is not None and expires > now
+
+    def prune(self, now):
+        expires = self._expires
+        while expires:
+            uuid = next(iter(expires))
+            if expires[uuid] > now:
+                break
+            del expires[uuid]
+
+
+def verify(key, line, now):
+    """The uuid a valid announcement line carries, or None."""
+    parts = line.split(b" ")
+    if len(parts) != 3 or not parts[0] or len(parts[0]) > MAX_UUID_LENGTH:
+        return None
+    uuid, stamp, mac = parts
+    try:
+        timestamp = int(stamp)
+        uuid_text = uuid.decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    expected = hmac.new(key, uuid + b" " + stamp, hashlib.sha256).hexdigest().encode("ascii")
+    if not hmac.compare_digest(expected, mac) or abs(timestamp - now) > SKEW:
+        return None
+    return uuid_text
+
+
+class AnnounceProtocol(LineOnlyReceiver):
+    """One hbbs connection sending announcement lines."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 512
+    log = Logger()
+
+    def __init__(self, allowed, key, clock):
+        self.allowed = allowed
+        self.key = key
+        self.clock = clock
+
+    def lineReceived(self, line):
+        now = self.clock.seconds()
+        uuid = verify(self.key, line.rstrip(b"\r"), now)
+        if uuid is None:
+            self.log.warn("announce refused from {peer}", peer=str(self.transport.getPeer()))
+            self.transport.write(b"refused\n")
+            self.transport.loseConnection()
+            return
+        self.allowed.announce(uuid, now)
+        self.transport.write(b"ok\n")
+
+    def lineLengthExceeded(self, line):
+        self.transport.loseConnection()
+
+
+class AnnounceFactory(Factory):
+    noisy = False
+
+    def __init__(self, allowed, key, clock):
+        self.allowed = allowed
+        self.key = key
+        self.clock = clock
+
+    def buildProtocol(self, addr):
+        return AnnounceProtocol(self.allowed, self.key, self.clock)

@@ -1,0 +1,354 @@
+"""The two kinds of relay connection, TCP and WebSocket, behind one small side interface.
+
+A side reads its first message, hands it to :class:`RelayServer`, keeps
+(boundedly) whatever arrives until it is paired, then forwards to its
+partner through ``send_payload`` (framed) or the partner's transport (raw).
+Everything about pairing and policy lives in the server; these classes only
+frame, parse and count.
+"""
+
+import ipaddress
+
+from wsproto.utilities import LocalProtocolError
+
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.websocket import WebSocketResource
+
+from ..wire.addr_mangle import try_into_v4
+from ..wire.framing import FrameDecoder, FrameTooLarge, encode_header
+from ..wire.messages import parse
+from .pipe import Reader
+
+FIRST_FRAME_MAX = 64 * 1024
+RELAY_FRAME_MAX = 64 * 1024 * 1024
+EARLY_MAX = 256 * 1024
+
+
+def first_frame(buffer, limit):
+    """``(payload, bytes consumed)`` of the first frame in ``buffer``, or None if incomplete.
+
+    Only the first frame is decoded: what follows belongs to the peers and
+    is forwarded verbatim, whatever it looks like (G11).
+    """
+    if not buffer:
+        return None
+    header = (buffer[0] & 3) + 1
+    if len(buffer) < header:
+        return None
+    length = int.from_bytes(buffer[:header], "little") >> 2
+    if length > limit:
+        raise FrameTooLarge(f"first frame of {length} bytes")
+    end = header + length
+    if len(buffer) < end:
+        return None
+    return bytes(buffer[header:end]), end
+
+
+def _describe(reason):
+    return reason.getErrorMessage() if reason is not None else "closed"
+
+
+class TcpRelayProtocol(Protocol):
+    """A relay connection on the plain (or TLS) TCP port."""
+
+    is_websocket = False
+
+    def __init__(self, server):
+        self.server = server
+        self.session = None
+        self.partner = None
+        self.uuid = None
+        self.reader = None
+        self.peer = None
+        self.activity = 0
+        self.received = 0
+        self._decoder = None
+        self._head = bytearray()
+        self._early = None
+        self._forward = None
+        self._out = None
+
+    def connectionMade(self):
+        address = self.transport.getPeer()
+        self.peer = (getattr(address, "host", str(address)), getattr(address, "port", 0))
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
+        self.reader = Reader(self, self.server.clock)
+        self.server.connected(self)
+
+    def dataReceived(self, data):
+        forward = self._forward
+        if forward is not None:
+            forward(data)
+            return
+        if self._early is not None:
+            self._early += data
+            if len(self._early) > EARLY_MAX:
+                self.transport.pauseProducing()
+            return
+        if self._head is None:
+            return
+        self._head += data
+        try:
+            first = first_frame(self._head, FIRST_FRAME_MAX)
+        except FrameTooLarge:
+            self._head = None
+            self.server.refuse(self, "first frame too large")
+            return
+        if first is None:
+            return
+        payload, consumed = first
+        self._early = self._head[consumed:]
+        self._head = None
+        self.server.request(self, parse(payload))
+
+    def begin_relay(self, session, partner):
+        """Switch to relaying; returns the bytes that arrived after RequestRelay."""
+        self.session = session
+        self.partner = partner
+        early = bytes(self._early or b"")
+        self._early = None
+        if session.raw:
+            self._out = partner.transport
+            self._forward = self._relay_raw
+        else:
+            self._decoder = FrameDecoder(RELAY_FRAME_MAX)
+            self._forward = self._relay_frames
+        return early
+
+    def deliver_early(self, early):
+        if early:
+            self._forward(early)
+
+    def _relay_raw(self, data):
+        self._out.write(data)
+        n = len(data)
+        self.received += n
+        self.activity += 1
+        self.session.charge(self, n)
+
+    def _relay_frames(self, data):
+        self.activity += 1
+        try:
+            payloads = self._decoder.feed(data)
+        except FrameTooLarge:
+            self.session.end("frame too large")
+            return
+        send = self.partner.send_payload
+        for payload in payloads:
+            send(payload)
+        n = len(data)
+        self.received += n
+        self.session.charge(self, n)
+
+    def send_payload(self, payload):
+        self.transport.writeSequence((encode_header(len(payload)), payload))
+
+    def attach_producer(self, producer):
+        self.transport.registerProducer(producer, True)
+
+    def pause_reading(self):
+        self.transport.pauseProducing()
+
+    def resume_reading(self):
+        self.transport.resumeProducing()
+
+    def close(self):
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.server.lost(self, _describe(reason))
+
+
+class TcpRelayFactory(Factory):
+    noisy = False
+
+    def __init__(self, server):
+        self.server = server
+
+    def buildProtocol(self, addr):
+        if not self.server.admit(getattr(addr, "host", "")):
+            return None
+        return TcpRelayProtocol(self.server)
+
+
+class WsRelayProtocol:
+    """A relay connection on the WebSocket port: one binary message per payload."""
+
+    is_websocket = True
+
+    def __init__(self, server, peer):
+        self.server = server
+        self.peer = peer
+        self.session = None
+        self.partner = None
+        self.uuid = None
+        self.reader = None
+        self.ws = None
+        self.transport = None
+        self.activity = 0
+        self.received = 0
+        self.lost = False
+        self._requested = False
+        self._early = []
+        self._early_size = 0
+        self._forward = None
+
+    def negotiationStarted(self, transport):
+        self.ws = transport
+
+    def negotiationFinished(self):
+        self.transport = self.ws.transport
+        self.reader = Reader(self, self.server.clock)
+        self.server.connected(self)
+
+    def bytesMessageReceived(self, data):
+        if type(data) is not bytes:
+            data = bytes(data)
+        forward = self._forward
+        if forward is not None:
+            forward(data)
+            return
+        self.activity += 1
+        if self._requested:
+            self._early.append(data)
+            self._early_size += len(data)
+            if self._early_size > EARLY_MAX:
+                self.transport.pauseProducing()
+            return
+        self._requested = True
+        if len(data) > FIRST_FRAME_MAX:
+            self.server.refuse(self, "first message too large")
+            return
+        self.server.request(self, parse(data))
+
+    def textMessageReceived(self, text):
+        self.activity += 1
+
+    def pongReceived(self, payload):
+        self.activity += 1
+
+    def begin_relay(self, session, partner):
+        self.session = session
+        self.partner = partner
+        self._forward = self._relay
+        early, self._early = self._early, []
+        return early
+
+    def deliver_early(self, early):
+        for payload in early:
+            self._relay(payload)
+
+    def _relay(self, data):
+        self.activity += 1
+        self.partner.send_payload(data)
+        n = len(data)
+        self.received += n
+        self.session.charge(self, n)
+
+    def send_payload(self, payload):
+        self.ws.sendBytesMessage(payload)
+
+    def attach_producer(self, producer):
+        # The HTTP channel registered itself as the transport's producer
+        # before the upgrade; the relay takes its place.
+        self.ws.detachProducer()
+        self.ws.attachProducer(producer)
+
+    def pause_reading(self):
+        self.transport.pauseProducing()
+
+    def resume_reading(self):
+        self.transport.resumeProducing()
+
+    def close(self):
+        if self.lost or self.ws is None:
+            return
+        try:
+            self.ws.loseConnection()
+        except LocalProtocolError:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.lost = True
+        if self.reader is not None:
+            self.server.lost(self, _describe(reason))
+
+
+def parse_networks(text):
+    """``--trusted-proxies``: comma-separated addresses or CIDRs."""
+    return [ipaddress.ip_network(item.strip(), strict=False)
+            for item in text.split(",") if item.strip()]
+
+
+def forwarded_address(host, port, header, trusted):
+    """The client address a trusted reverse proxy reports (PROTOCOL.md 4.7).
+
+    The header is honoured only when the TCP peer is a trusted proxy, and
+    parsed as the official server does: a dotted value must be an IPv4
+    literal, any other an IPv6 literal; the port becomes 0.  Anything else
+    keeps the TCP peer address.
+    """
+    if header is None or not trusted:
+        return (host, port)
+    try:
+        peer_ip = ipaddress.ip_address(try_into_v4(host).split("%", 1)[0])
+        claimed = ipaddress.ip_address(header)
+    except ValueError:
+        return (host, port)
+    if not any(peer_ip in network for network in trusted):
+        return (host, port)
+    if ("." in header) != (claimed.version == 4):
+        return (host, port)
+    return (header, 0)
+
+
+class WsRelayFactory:
+    """Builds a :class:`WsRelayProtocol` per upgraded request."""
+
+    def __init__(self, server, trusted):
+        self.server = server
+        self.trusted = trusted
+
+    def buildProtocol(self, request):
+        address = request.getClientAddress()
+        host, port = getattr(address, "host", ""), getattr(address, "port", 0)
+        header = request.getHeader("x-real-ip") or request.getHeader("x-forwarded-for")
+        return WsRelayProtocol(self.server, forwarded_address(host, port, header, self.trusted))
+
+
+class AnyPath(Resource):
+    """Every request path leads to the WebSocket resource (clients use /, /ws/relay, ...)."""
+
+    def __init__(self, websocket):
+        super().__init__()
+        self._websocket = websocket
+
+    def getChild(self, path, request):
+        return self._websocket
+
+    def render(self, request):
+        return self._websocket.render(request)
+
+
+class RelaySite(Site):
+    """The WebSocket listener; refuses blocklisted TCP peers before any HTTP."""
+
+    noisy = False
+
+    def __init__(self, server, trusted):
+        websocket = WebSocketResource(WsRelayFactory(server, trusted))
+        websocket.isLeaf = True
+        super().__init__(AnyPath(websocket), timeout=30)
+        self.server = server
+
+    def buildProtocol(self, addr):
+        if not self.server.admit(getattr(addr, "host", "")):
+            return None
+        return super().buildProtocol(addr)
+
+    def log(self, request):
+        """No per-request access log: the relay logs its own events."""

@@ -1,0 +1,185 @@
+"""The relay's core: admission, pairing, sessions and the once-a-second sweep.
+
+Sides (TCP or WebSocket protocols) report to a :class:`RelayServer`; it
+decides, logs and keeps the bounded tables.  Time comes from the injected
+clock only, so tests drive every timeout with ``task.Clock``.
+"""
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ..wire.messages import kind
+from .bandwidth import BandwidthPolicy, Limiter, SessionMeter, mbit_text
+from .lists import AddressList
+from .pairing import PendingTable, TableFull
+from .pipe import Session
+
+FIRST_MESSAGE_TIMEOUT = 30.0
+IDLE_TIMEOUT = 30.0
+MAX_PENDING = 100_000
+SWEEP_INTERVAL = 1.0
+
+
+def _peer(side):
+    host, port = side.peer
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class RelayServer:
+    log = Logger()
+
+    def __init__(self, clock, licence="", policy=None, blacklist=None, blocklist=None,
+                 allowed=None, splicer=None, max_pending=MAX_PENDING,
+                 idle_timeout=IDLE_TIMEOUT):
+        self.clock = clock
+        self.licence = licence
+        self.policy = policy if policy is not None else BandwidthPolicy()
+        self.blacklist = blacklist if blacklist is not None else AddressList("blacklist")
+        self.blocklist = blocklist if blocklist is not None else AddressList("blocklist")
+        self.allowed = allowed
+        self.splicer = splicer
+        self.idle_timeout = idle_timeout
+        self.pending = PendingTable(max_pending)
+        self.total_limiter = Limiter(self.policy.total_limiter_rate())
+        self.sessions = set()
+        self._handshaking = {}
+        self._sweeper = LoopingCall(self.sweep)
+        self._sweeper.clock = clock
+
+    def start(self):
+        self._sweeper.start(SWEEP_INTERVAL, now=False)
+
+    def stop(self):
+        if self._sweeper.running:
+            self._sweeper.stop()
+        for session in list(self.sessions):
+            session.end("shutdown")
+        for _, side in self.pending.expire(float("inf")):
+            side.close()
+        for side in list(self._handshaking):
+            side.close()
+        self._handshaking.clear()
+
+    def retune(self):
+        """Apply a console change of TOTAL_BANDWIDTH to the global limiter now."""
+        self.total_limiter.rate = self.policy.total_limiter_rate()
+
+    def admit(self, host):
+        """The accept-time blocklist check, on the TCP peer even for WebSocket."""
+        if self.blocklist.matches(host):
+            self.log.info("refused {host}: blocklisted", hbbr_event="refused", host=host,
+                          reason="blocklisted")
+            return False
+        return True
+
+    def connected(self, side):
+        self._handshaking[side] = self.clock.seconds() + FIRST_MESSAGE_TIMEOUT
+
+    def refuse(self, side, reason):
+        self._handshaking.pop(side, None)
+        self.log.info("refused {peer}: {reason}", hbbr_event="refused", peer=_peer(side),
+                      reason=reason)
+        side.close()
+
+    def request(self, side, message):
+        """The first message of ``side`` arrived (None if it did not parse)."""
+        now = self.clock.seconds()
+        self._handshaking.pop(side, None)
+        if message is None or kind(message) != "request_relay":
+            self.refuse(side, "first message is not a RequestRelay")
+            return
+        request = message.request_relay
+        if self.licence and request.licence_key != self.licence:
+            self.refuse(side, "licence key mismatch")
+            return
+        uuid = request.uuid
+        if not uuid:
+            self.refuse(side, "empty uuid")
+            return
+        if self.allowed is not None and not self.allowed.allows(uuid, now):
+            self.refuse(side, "uuid not announced by hbbs")
+            return
+        try:
+            partner = self.pending.offer(uuid, side, now)
+        except TableFull:
+            self.refuse(side, "pending table full")
+            return
+        side.uuid = uuid
+        if partner is None:
+            self.log.info("relay request {uuid} from {peer} ({transport}), waiting",
+                          hbbr_event="request", uuid=uuid, peer=_peer(side),
+                          transport="ws" if side.is_websocket else "tcp")
+            return
+        self._pair(partner, side, uuid, now)
+
+    def _pair(self, first, second, uuid, now):
+        session = Session(self, first, second, uuid, SessionMeter(self.policy, now), now)
+        self.sessions.add(session)
+        session.start(self.splicer)
+        mode = "spliced" if session.spliced else "raw" if session.raw else "framed"
+        self.log.info("relay {uuid} paired {first} <-> {second} ({mode})",
+                      hbbr_event="paired", uuid=uuid, first=_peer(first),
+                      second=_peer(second), mode=mode)
+
+    def lost(self, side, reason):
+        self._handshaking.pop(side, None)
+        if side.session is not None:
+            side.session.end(reason)
+        elif side.uuid is not None:
+            self.pending.withdraw(side.uuid, side)
+            self.log.info("relay request {uuid} from {peer} left before pairing: {reason}",
+                          hbbr_event="abandoned", uuid=side.uuid, peer=_peer(side),
+                          reason=reason)
+
+    def session_ended(self, session, reason):
+        self.sessions.discard(session)
+        first, second = session.first, session.second
+        self.log.info(
+            "relay {uuid} closed ({reason}): {first} sent {first_bytes} bytes, "
+            "{second} sent {second_bytes} bytes in {duration:.1f}s",
+            hbbr_event="closed", uuid=session.uuid, reason=reason, first=_peer(first),
+            second=_peer(second), first_bytes=first.received, second_bytes=second.received,
+            duration=self.clock.seconds() - session.started)
+
+    def log_throttled(self, session, delay):
+        limit = self.policy.limit if session.meter.capped else self.policy.single
+        self.log.info("relay {uuid} throttled at {limit}Mb/s (session) / {total}Mb/s (total)",
+                      hbbr_event="throttled", uuid=session.uuid, key=session.key,
+                      limit=mbit_text(limit), total=mbit_text(self.policy.total), delay=delay)
+
+    def log_capped(self, session, why):
+        self.log.info("relay {uuid} from {key} {why}: capped at {limit}Mb/s",
+                      hbbr_event=why, uuid=session.uuid, key=session.key, why=why,
+                      limit=mbit_text(self.policy.limit),
+                      total_bits=session.meter.total_bits,
+                      elapsed_ms=session.meter.elapsed_ms)
+
+    def sweep(self):
+        now = self.clock.seconds()
+        for uuid, side in self.pending.expire(now):
+            self.log.info("relay request {uuid} from {peer} timed out unpaired",
+                          hbbr_event="timeout", uuid=uuid, peer=_peer(side))
+            side.uuid = None
+            side.close()
+        handshaking = self._handshaking
+        while handshaking:
+            side = next(iter(handshaking))
+            if handshaking[side] > now:
+                break
+            del handshaking[side]
+            self.log.info("{peer} sent no RequestRelay in time", hbbr_event="timeout",
+                          peer=_peer(side))
+            side.close()
+        for session in list(self.sessions):
+            reason = session.tick(now)
+            if reason is not None:
+                session.end(reason)
+        if self.allowed is not None:
+            self.allowed.prune(now)
+
+    def usage(self):
+        """Console ``u``: sessions with usage, busiest first."""
+        rows = [(s.meter.total_bits, s.key, s.meter) for s in self.sessions
+                if s.meter.elapsed_ms > 0]
+        rows.sort(key=lambda row: row[0], reverse=True)
+        return "".join(meter.usage_line(key) for _, key, meter in rows)

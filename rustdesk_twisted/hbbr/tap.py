@@ -1,0 +1,216 @@
+"""``twistd rustdesk-hbbr``: options, and the service tree built from them.
+
+``makeService`` only records the options; the working directory's ``.env``,
+key files and list files are read, and sockets opened, in
+:meth:`HbbrService.startService`.
+"""
+
+import base64
+import binascii
+import ipaddress
+import os
+import socket
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from .. import __version__
+from ..config import ConfigError, Settings, read_env_file
+from ..wire.keys import fingerprint, hbbr_licence, load_or_generate_keypair
+from . import splice
+from .announce import AllowedUuids, AnnounceFactory, announce_key
+from .bandwidth import BandwidthPolicy
+from .console import ConsoleFactory
+from .lists import AddressList
+from .protocols import RelaySite, TcpRelayFactory, parse_networks
+from .server import RelayServer
+
+DEFAULT_PORT = 21117
+BACKLOG = 1024
+ENV_FILE_KEYS = {"PORT", "BIND", "KEY", "SINGLE-BANDWIDTH", "TOTAL-BANDWIDTH", "LIMIT-SPEED",
+                 "DOWNGRADE-THRESHOLD", "DOWNGRADE-START-CHECK", "THROTTLE"}
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("RustDesk relay server (hbbr). Listens on PORT (TCP) and PORT+2 "
+                "(WebSocket); PORT=N from the environment or .env means N+1 and N+3.")
+    optParameters = [
+        ["port", "p", None, "relay port (WebSocket on port+2)"],
+        ["bind", "b", None, "IP address for all listeners (default: all, dual-stack)"],
+        ["key", "k", None, "licence key clients must send: '' none, '-' key files, or a key"],
+        ["relay", None, None, "endpoint string for the TCP relay listener (overrides -p/-b)"],
+        ["websocket", None, None, "endpoint string for the WebSocket listener, or 'off'"],
+        ["console", None, "unix:hbbr-console.sock",
+         "endpoint string for the admin console, or 'off'"],
+        ["announce-endpoint", None, None,
+         "endpoint string for hbbs announcements; when set, only announced uuids pair"],
+        ["trusted-proxies", None, "127.0.0.0/8,::1",
+         "comma-separated CIDRs whose X-Real-IP/X-Forwarded-For headers are believed"],
+        ["directory", None, ".", "working directory holding .env, keys and list files"],
+    ]
+    optFlags = [
+        ["no-throttle", None, "turn every bandwidth limit off"],
+        ["no-splice", None, "never use the zero-copy os.splice path"],
+    ]
+
+    def postOptions(self):
+        if self["port"] is not None:
+            try:
+                port = int(self["port"])
+            except ValueError:
+                raise usage.UsageError(f"invalid port {self['port']!r}") from None
+            if not 0 < port < 65534:
+                raise usage.UsageError(f"invalid port {port}")
+            self["port"] = port
+        if self["bind"] is not None:
+            _check_ip(self["bind"], usage.UsageError)
+        try:
+            self["trusted-proxies"] = parse_networks(self["trusted-proxies"])
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxies: {e}") from None
+
+
+def _check_ip(text, error):
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise error(f"bind address must be an IP literal, got {text!r}") from None
+
+
+def with_backlog(description):
+    """Every stream listener gets a backlog of at least 1024 (PERF-NOTES.md)."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
+        return f"{description}:backlog={BACKLOG}"
+    return description
+
+
+def tcp_description(port, bind):
+    if bind is None:
+        if socket.has_ipv6:
+            return f"tcp6:{port}:interface=\\:\\::backlog={BACKLOG}"
+        return f"tcp:{port}:backlog={BACKLOG}"
+    if ":" in bind:
+        return f"tcp6:{port}:interface={bind.replace(':', chr(92) + ':')}:backlog={BACKLOG}"
+    return f"tcp:{port}:interface={bind}:backlog={BACKLOG}"
+
+
+def relay_ports(cli_port, settings):
+    """PROTOCOL.md 9.3: ``-p N`` gives N and N+2; ``PORT=N`` gives N+1 and N+3."""
+    if cli_port is not None:
+        return cli_port, cli_port + 2
+    raw = settings.get("PORT")
+    if raw is not None:
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            value = 0
+        if 0 < value < 65532:
+            return value + 1, value + 3
+    return DEFAULT_PORT, DEFAULT_PORT + 2
+
+
+def _key_fingerprint(licence):
+    try:
+        raw = base64.b64decode(licence, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    return fingerprint(raw if len(raw) == 32 else licence.encode("utf-8"))
+
+
+class HbbrService(MultiService):
+    """hbbr as a service; everything with side effects happens in startService."""
+
+    log = Logger()
+
+    def __init__(self, options, reactor, environ=None):
+        super().__init__()
+        self.options = options
+        self.reactor = reactor
+        self.environ = os.environ if environ is None else environ
+        self.relay = None
+
+    def _settings(self, directory):
+        env_file = {name: value for name, value in
+                    read_env_file(os.path.join(directory, ".env")).items()
+                    if name.strip().upper().replace("_", "-") in ENV_FILE_KEYS}
+        return Settings(self.environ, [(".env", env_file)])
+
+    def startService(self):
+        options = self.options
+        directory = options["directory"]
+        settings = self._settings(directory)
+        bind = options["bind"] if options["bind"] is not None else settings.get("BIND") or None
+        if bind is not None:
+            _check_ip(bind, ConfigError)
+        key = options["key"] if options["key"] is not None else settings.get("KEY", "")
+        licence = hbbr_licence(key, directory)
+        policy = BandwidthPolicy.from_settings(settings, enabled=not options["no-throttle"])
+        allowed = None
+        if options["announce-endpoint"]:
+            secret, _ = load_or_generate_keypair(directory)
+            allowed = AllowedUuids()
+        splicer = None
+        if not options["no-splice"] and splice.available(self.reactor):
+            splicer = splice.Splicer(self.reactor)
+        self.relay = relay = RelayServer(
+            self.reactor, licence=licence, policy=policy,
+            blacklist=AddressList.from_directory("blacklist", directory),
+            blocklist=AddressList.from_directory("blocklist", directory),
+            allowed=allowed, splicer=splicer)
+
+        relay_port, ws_port = relay_ports(options["port"], settings)
+        listeners = [("relay", with_backlog(options["relay"] or tcp_description(relay_port, bind)),
+                      TcpRelayFactory(relay))]
+        websocket = options["websocket"] or tcp_description(ws_port, bind)
+        if websocket != "off":
+            listeners.append(("websocket", with_backlog(websocket),
+                              RelaySite(relay, options["trusted-proxies"])))
+        if options["console"] and options["console"] != "off":
+            listeners.append(("console", with_backlog(options["console"]),
+                              ConsoleFactory(relay)))
+        if allowed is not None:
+            listeners.append(("announce", with_backlog(options["announce-endpoint"]),
+                              AnnounceFactory(allowed, announce_key(secret), self.reactor)))
+        for name, description, factory in listeners:
+            endpoint = serverFromString(self.reactor, description)
+            child = StreamServerEndpointService(endpoint, factory)
+            child._raiseSynchronously = True
+            child.setName(name)
+            child.setServiceParent(self)
+        relay.start()
+        super().startService()
+        self._banner(licence, policy, listeners, allowed, splicer)
+
+    def _banner(self, licence, policy, listeners, allowed, splicer):
+        log = self.log
+        log.info("rustdesk-twisted hbbr {version} starting in {directory}",
+                 version=__version__, directory=os.path.abspath(self.options["directory"]))
+        if licence:
+            log.info("licence key required, fingerprint {fingerprint}",
+                     fingerprint=_key_fingerprint(licence))
+        else:
+            log.info("no licence key: any client may use this relay")
+        for name, description, _ in listeners:
+            log.info("listening: {listener} on {endpoint}", listener=name,
+                     endpoint=description)
+        log.info("bandwidth: {bandwidth}", bandwidth=policy.describe())
+        log.info("raw TCP pairs: {path}",
+                 path="kernel splice" if splicer is not None else "userspace copy")
+        if allowed is not None:
+            log.info("announce mode: only uuids announced by hbbs are paired")
+
+    def stopService(self):
+        if self.relay is not None:
+            self.relay.stop()
+        return super().stopService()
+
+
+def makeService(config, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    return HbbrService(config, reactor)

@@ -1,0 +1,94 @@
+"""twistd plugin options, port arithmetic (9.3), and the service tree on a memory reactor."""
+
+import os
+
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from rustdesk_twisted.config import Settings
+from rustdesk_twisted.hbbr.tap import Options, makeService, relay_ports, with_backlog
+from rustdesk_twisted.wire.keys import b64, fingerprint, generate_keypair
+
+
+def options(*argv):
+    config = Options()
+    config.parseOptions(list(argv))
+    return config
+
+
+class OptionTests(SynchronousTestCase):
+    def test_official_flags(self):
+        config = options("-p", "30000", "-b", "10.0.0.1", "-k", "secret")
+        self.assertEqual((config["port"], config["bind"], config["key"]),
+                         (30000, "10.0.0.1", "secret"))
+
+    def test_bad_values(self):
+        for argv in (["-p", "x"], ["-b", "host.example"], ["--trusted-proxies", "nope"]):
+            self.assertRaises(usage.UsageError, options, *argv)
+
+    def test_port_arithmetic(self):
+        self.assertEqual(relay_ports(30000, Settings({"PORT": "21116"})), (30000, 30002))
+        self.assertEqual(relay_ports(None, Settings({"PORT": "21116"})), (21117, 21119))
+        self.assertEqual(relay_ports(None, Settings({"PORT": "-5"})), (21117, 21119))
+        self.assertEqual(relay_ports(None, Settings({})), (21117, 21119))
+
+    def test_backlog_added(self):
+        self.assertEqual(with_backlog("unix:x.sock"), "unix:x.sock:backlog=1024")
+        self.assertEqual(with_backlog("tcp:1:backlog=4096"), "tcp:1:backlog=4096")
+
+
+class ServiceTests(SynchronousTestCase):
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def start(self, *argv, environ=None):
+        reactor = MemoryReactorClock()
+        before = sorted(os.listdir(self.directory))
+        service = makeService(options("--directory", self.directory, *argv), reactor=reactor)
+        service.environ = environ or {}
+        self.assertEqual(sorted(os.listdir(self.directory)), before,
+                         "makeService touched the disk")
+        service.startService()
+        self.addCleanup(service.stopService)
+        return reactor, service
+
+    def messages(self):
+        return [formatEvent(e) for e in self.events]
+
+    def test_env_port_and_listeners(self):
+        with open(os.path.join(self.directory, ".env"), "w") as f:
+            f.write("PORT=31000\nRELAY_SERVERS=ignored\nSINGLE_BANDWIDTH=64\n")
+        reactor, service = self.start("--console", "tcp:0:interface=127.0.0.1")
+        ports = sorted((port, backlog) for port, _, backlog, _ in reactor.tcpServers)
+        self.assertEqual(ports, [(0, 1024), (31001, 1024), (31003, 1024)])
+        self.assertEqual(service.relay.policy.single, 64 * 1024 * 1024)
+        text = "\n".join(self.messages())
+        self.assertIn("no licence key", text)
+        self.assertIn("bandwidth: single 64Mb/s, total 1024Mb/s", text)
+
+    def test_cli_overrides_env_and_default_console_is_unix(self):
+        with open(os.path.join(self.directory, ".env"), "w") as f:
+            f.write("PORT=31000\n")
+        reactor, _ = self.start("-p", "32000", "-b", "127.0.0.1")
+        self.assertEqual(sorted((p, i) for p, _, _, i in reactor.tcpServers),
+                         [(32000, "127.0.0.1"), (32002, "127.0.0.1")])
+        [(path, _, _, _, _)] = [u[:5] for u in reactor.unixServers]
+        self.assertEqual(path, "hbbr-console.sock")
+
+    def test_key_fingerprint_in_banner(self):
+        secret = generate_keypair(self.directory)
+        _, service = self.start("-k", "-", "--no-throttle")
+        self.assertEqual(service.relay.licence, b64(secret[32:]))
+        text = "\n".join(self.messages())
+        self.assertIn(fingerprint(secret[32:]), text)
+        self.assertIn("throttling off", text)
+
+    def test_announce_endpoint(self):
+        reactor, service = self.start("--announce-endpoint", "tcp:21120:interface=127.0.0.1")
+        self.assertIsNotNone(service.relay.allowed)
+        self.assertIn(21120, [p for p, _, _, _ in reactor.tcpServers])
+        self.assertTrue(os.path.exists(os.path.join(self.directory, "id_ed25519")))
