@@ -51,7 +51,9 @@ class Peer:
 
     def online(self, now):
         """Registered within the window, or holding a live TCP/WebSocket registration."""
-        return self.channel is not None or now - self.last_reg_time < ONLINE_WINDOW
+        if self.channel is not None:
+            return True
+        return self.address is not None and now - self.last_reg_time < ONLINE_WINDOW
 
     @property
     def last_seen(self):

