@@ -38,6 +38,7 @@ class _WebSocketClient:
     def __init__(self):
         self.messages = []
         self.arrived = Deferred()
+        self.waiters = []
 
     def negotiationStarted(self, transport):
         self.transport = transport
@@ -46,9 +47,24 @@ class _WebSocketClient:
         pass
 
     def bytesMessageReceived(self, data):
-        self.messages.append(messages.parse(bytes(data)))
+        self.messages.append(messages.parse(bytes(data)) if data else None)
         if not self.arrived.called:
             self.arrived.callback(self.messages[0])
+        waiters, self.waiters = self.waiters, []
+        for count, d in waiters:
+            self._check(count, d)
+
+    def _check(self, count, d):
+        if len(self.messages) >= count:
+            d.callback(self.messages[count - 1])
+        else:
+            self.waiters.append((count, d))
+
+    def message(self, count):
+        """Fires with the ``count``-th message (1-based); None stands for an empty one."""
+        d = Deferred()
+        self._check(count, d)
+        return d
 
     def textMessageReceived(self, text):
         pass
@@ -170,3 +186,51 @@ class LiveHbbsTests(unittest.TestCase):
         answer = yield client.arrived
         self.assertEqual(answer.SerializeToString(), bytes.fromhex("5a00"))
         client.transport.loseConnection()
+
+    def _punch_request(self):
+        return messages.wrap("punch_hole_request", PunchHoleRequest(
+            id=PEER_ID, licence_key=self.key, nat_type=1, version="1.4.9"))
+
+    def _register_pk(self):
+        return messages.wrap("register_pk", RegisterPk(
+            id=PEER_ID, uuid=b"machine-uid", pk=b"\x11" * 32))
+
+    @inlineCallbacks
+    def test_tcp_registration_receives_punch_over_its_connection(self):
+        peer = yield self._connect(self.port, PEER_HOST)
+        offer = yield peer.message(1)
+        self.assertEqual(offer.WhichOneof("union"), "key_exchange")
+        peer.send(self._register_pk())
+        answer = (yield peer.message(2)).register_pk_response
+        self.assertEqual((answer.result, answer.keep_alive), (0, 30))
+        requester = yield self._connect(self.port, REQUESTER_HOST)
+        yield requester.message(1)
+        requester.send(self._punch_request())
+        punch = (yield peer.message(3)).punch_hole
+        self.assertEqual(addr_mangle.decode(punch.socket_addr),
+                         (REQUESTER_HOST, requester.transport.getHost().port))
+        requester.transport.loseConnection()
+        peer.transport.loseConnection()
+
+    @inlineCallbacks
+    def test_websocket_registration_and_online_query(self):
+        endpoint = WebSocketClientEndpoint.new(reactor, f"ws://127.0.0.1:{self.port + 2}/")
+        peer = _WebSocketClient()
+        yield endpoint.connect(_ClientFactory(peer))
+        peer.transport.sendBytesMessage(self._register_pk().SerializeToString())
+        answer = (yield peer.message(1)).register_pk_response
+        self.assertEqual((answer.result, answer.keep_alive), (0, 30))
+        query = _WebSocketClient()
+        yield WebSocketClientEndpoint.new(
+            reactor, f"ws://127.0.0.1:{self.port + 2}/ws/id").connect(_ClientFactory(query))
+        query.transport.sendBytesMessage(messages.wrap("online_request", OnlineRequest(
+            id="me", peers=["nobody", PEER_ID])).SerializeToString())
+        states = (yield query.message(1)).online_response.states
+        self.assertEqual(states, b"\x40")
+        requester = yield self._connect(self.port, REQUESTER_HOST)
+        yield requester.message(1)
+        requester.send(self._punch_request())
+        punch = (yield peer.message(2)).punch_hole
+        self.assertEqual(addr_mangle.decode(punch.socket_addr)[0], REQUESTER_HOST)
+        requester.transport.loseConnection()
+        peer.transport.loseConnection()
