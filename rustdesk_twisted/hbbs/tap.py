@@ -7,6 +7,7 @@ reads configuration only; keys, the database and sockets open in
 ``startService``.
 """
 
+import gc
 import os
 import socket
 
@@ -209,7 +210,9 @@ class HbbsService(service.MultiService):
 
     def startService(self):
         """Bind first, then open the database: nothing is processed before the reactor runs,
-        and a listener that cannot bind must not leave the store's writer thread behind."""
+        and a listener that cannot bind must not leave the store's writer thread behind.
+        The loaded peers are frozen out of the garbage collector, whose full passes over
+        a large table would otherwise stall the UDP socket (PERF-NOTES.md)."""
         config = self.config
         server_key = keyfiles.hbbs_server_key(config.key_option, config.data_dir)
         self.store = PeerStore(config.db_url, self.reactor)
@@ -225,6 +228,8 @@ class HbbsService(service.MultiService):
         self._build_listeners()
         super().startService()
         registry.load(self.store.open())
+        gc.collect()
+        gc.freeze()
         self.health = RelayHealthCheck(relays, _RelayProbe(self.reactor), self.reactor)
         self.health.start()
         self._banner(server_key, registry)
