@@ -8,7 +8,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rustdesk_twisted.hbbs.console import ConsoleFactory, HbbsConsole, rust_debug_str
+from rustdesk_twisted.hbbs.console import HbbsConsole, console_factory, rust_debug_str
 from rustdesk_twisted.hbbs.registry import PeerRegistry, Result
 from rustdesk_twisted.hbbs.relays import RelayHealthCheck, RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import RendezvousServer
@@ -331,7 +331,7 @@ class PeerTests(ConsoleTestCase):
 
 class ConsoleProtocolTests(ConsoleTestCase):
     def connect(self):
-        protocol = ConsoleFactory(self.console, self.clock).buildProtocol(
+        protocol = console_factory(self.console, self.clock).buildProtocol(
             IPv4Address("TCP", "127.0.0.1", 40000))
         transport = StringTransport()
         protocol.makeConnection(transport)

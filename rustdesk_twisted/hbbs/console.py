@@ -14,14 +14,12 @@ import unicodedata
 from datetime import datetime, timezone
 from itertools import islice
 
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from ..textconsole import ConsoleFactory
 from ..wire.keys import fingerprint
 from .relays import parse_relay_list
 
-READ_TIMEOUT = 1.0
-MAX_INPUT = 1024
 
 HELP = (
     "relay-servers(rs) <separated by ,>\n"
@@ -247,55 +245,7 @@ class HbbsConsole:
                 f"channel: {channel}\n")
 
 
-class ConsoleProtocol(Protocol):
-    """One read of at most 1024 bytes within 1 s, one reply, close."""
-
-    log = Logger()
-
-    def __init__(self, console, clock):
-        self.console = console
-        self.clock = clock
-        self._timeout = None
-        self._answered = False
-
-    def connectionMade(self):
-        self._timeout = self.clock.callLater(READ_TIMEOUT, self._timed_out)
-
-    def _timed_out(self):
-        self._timeout = None
-        self._answered = True
-        self.transport.loseConnection()
-
-    def dataReceived(self, data):
-        if self._answered:
-            return
-        self._answered = True
-        self._cancel_timeout()
-        try:
-            text = data[:MAX_INPUT].decode("utf-8")
-        except UnicodeDecodeError:
-            self.log.info("console input is not UTF-8; no reply", event="console_bad_input")
-        else:
-            self.transport.write(self.console.execute(text, self.clock.seconds()).encode("utf-8"))
-        self.transport.loseConnection()
-
-    def _cancel_timeout(self):
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
-        self._timeout = None
-
-    def connectionLost(self, reason):
-        self._cancel_timeout()
-
-
-class ConsoleFactory(Factory):
-    """Console connections; where they may come from is the listener's business."""
-
-    def __init__(self, console, clock):
-        self.console = console
-        self.clock = clock
-
-    def buildProtocol(self, addr):
-        protocol = ConsoleProtocol(self.console, self.clock)
-        protocol.factory = self
-        return protocol
+def console_factory(console, clock, loopback_only=False):
+    """The hbbs console on the shared one-read transport."""
+    return ConsoleFactory(lambda text: console.execute(text, clock.seconds()), clock,
+                          loopback_only)

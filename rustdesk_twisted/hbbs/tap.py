@@ -24,7 +24,7 @@ from ..config import ConfigError, layered_settings
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
 from ..wire.websocket import TrustedProxies, websocket_site
-from .console import ConsoleFactory, HbbsConsole
+from .console import HbbsConsole, console_factory
 from .limits import IpBlocker
 from .registry import PeerRegistry
 from .relays import RelayHealthCheck, RelayRotation, parse_relay_list, with_default_port
@@ -237,7 +237,7 @@ class HbbsService(service.MultiService):
     def _build_listeners(self):
         config, server, reactor = self.config, self.server, self.reactor
         limits = ConnectionLimits(max_per_ip=config.max_per_ip)
-        console = ConsoleFactory(HbbsConsole(server), reactor)
+        console = console_factory(HbbsConsole(server), reactor)
         nat = RendezvousTCPFactory(server, reactor, config.max_frame, offer_secure=False,
                                    limits=limits, protocol_class=NatTestTCP)
         listeners = [
