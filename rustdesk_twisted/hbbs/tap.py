@@ -226,13 +226,27 @@ class HbbsService(service.MultiService):
             software_url=config.software_url, always_use_relay=config.always_use_relay,
             keep_alive=config.keep_alive)
         self._build_listeners()
-        super().startService()
+        self._start_children()
         registry.load(self.store.open())
         gc.collect()
         gc.freeze()
         self.health = RelayHealthCheck(relays, _RelayProbe(self.reactor), self.reactor)
         self.health.start()
         self._banner(server_key, registry)
+
+    def _start_children(self):
+        """Start every listener, or stop those already started and re-raise."""
+        service.Service.startService(self)
+        started = []
+        try:
+            for child in self:
+                child.startService()
+                started.append(child)
+        except BaseException:
+            for child in reversed(started):
+                child.stopService()
+            self.running = 0
+            raise
 
     def _build_listeners(self):
         config, server, reactor = self.config, self.server, self.reactor
