@@ -124,7 +124,7 @@ class PeerRegistry:
             return None
         if len(peer_id.encode("utf-8")) < 6:
             self.log.info("register {peer_id} from {ip}: {result} (id shorter than 6 bytes)",
-                          peer_id=peer_id, ip=address[0], result="UUID_MISMATCH",
+                          peer_id=peer_id, ip=try_into_v4(address[0]), result="UUID_MISMATCH",
                           event="register_refused")
             return Result.UUID_MISMATCH
         ip = try_into_v4(address[0])

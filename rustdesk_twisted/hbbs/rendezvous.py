@@ -263,7 +263,7 @@ class RendezvousServer:
             channel.start_heartbeats(self.keep_alive / 2.0)
             self.log.info("{peer_id} registered over {transport} from {ip}",
                           peer_id=request.id, transport=channel.transport_name,
-                          ip=channel.address[0], event="channel_registration")
+                          ip=channel.key[0], event="channel_registration")
         channel.send(messages.register_pk_response(result, keep_alive=self.keep_alive))
         return True
 
@@ -277,7 +277,7 @@ class RendezvousServer:
     def _log_refusal(self, channel, target, outcome, kind):
         log = self.log.warn if outcome == "LICENSE_MISMATCH" else self.log.info
         log("{kind} {outcome} from {requester} to {target}", kind=kind, outcome=outcome,
-            requester=channel.address[0], target=target, event="punch_refused")
+            requester=channel.key[0], target=target, event="punch_refused")
         self._count(f"{kind}_{outcome}")
 
     def _park(self, channel):
@@ -302,7 +302,7 @@ class RendezvousServer:
             self._log_refusal(channel, target, "OFFLINE", "punch")
             self.waiting.deliver(key, messages.punch_hole_failure(Failure.OFFLINE))
             return
-        requester_host = channel.address[0]
+        requester_host = key[0]
         self.punch_log.record(now, key[0], peer.ip, target)
         relay = self.relays.next()
         nat_type = request.nat_type
@@ -343,11 +343,11 @@ class RendezvousServer:
         request.socket_addr = addr_mangle.encode(channel.address, addr_mangle.timestamp(now))
         forwarded = RendezvousMessage()
         forwarded.request_relay.CopyFrom(request)
-        self._notify(peer, forwarded)
         self._announce(request.uuid)
+        self._notify(peer, forwarded)
         self._count("relay_forwarded")
         self.log.info("relay request {uuid} from {requester} to {target}", uuid=request.uuid,
-                      requester=channel.address[0], target=request.id, event="relay_forwarded")
+                      requester=channel.key[0], target=request.id, event="relay_forwarded")
 
     def signed_pk(self, version, peer_id):
         """get_pk (section 6.1): the signed IdPk, or empty bytes when it cannot be signed."""
@@ -401,6 +401,7 @@ class RendezvousServer:
                            source=source, requester=requester, event="answer_unclaimed")
 
     def _announce(self, uuid):
+        """Before the message that sends a client to the relay: hbbr must know the uuid first."""
         if self.relay_announcer is not None and uuid:
             self.relay_announcer(uuid)
 

@@ -24,6 +24,7 @@ from ..config import ConfigError, layered_settings
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
 from ..wire.websocket import TrustedProxies, websocket_site
+from .announce import relay_announcer
 from .console import HbbsConsole, console_factory
 from .limits import IpBlocker
 from .registry import PeerRegistry
@@ -49,6 +50,10 @@ OPTIONS = [
     ("key", "k", "KEY", "Key: unset/'-'/'_' use id_ed25519 (generated on first start), "
                         "'' signs but checks nothing, a base64 secret key, or a licence string."),
     ("relay-servers", "r", "RELAY-SERVERS", "Comma-separated hbbr addresses suggested to clients."),
+    ("relay-announce", None, "RELAY-ANNOUNCE",
+     "Comma-separated client endpoints of hbbr announce listeners (e.g. "
+     "tcp:relay.example.com:21121); each relay uuid brokered is announced there, signed "
+     "with id_ed25519, before the client hears of it."),
     ("rmem", "M", "RMEM", "UDP receive buffer in bytes (0 leaves the system default)."),
     ("mask", None, "MASK", "IPv4 CIDR of the LAN, enables the LAN rules (LOCAL-IP then applies)."),
     ("serial", "s", "SERIAL", "ConfigUpdate serial (deprecated)."),
@@ -125,6 +130,7 @@ class HbbsConfig:
         db_url = settings.get("DB-URL") or os.path.join(self.data_dir, "db_v2.sqlite3")
         self.db_url = db_url
         self.relays = parse_relay_list(settings.get("RELAY-SERVERS"))
+        self.relay_announce = _split(settings.get("RELAY-ANNOUNCE"))
         self.rmem = settings.integer("RMEM", 0, minimum=0)
         self.mask = settings.get("MASK") or None
         self.local_ip = settings.get("LOCAL-IP") or ""
@@ -225,6 +231,8 @@ class HbbsService(service.MultiService):
             serial=config.serial, rendezvous_servers=config.rendezvous_servers,
             software_url=config.software_url, always_use_relay=config.always_use_relay,
             keep_alive=config.keep_alive)
+        if config.relay_announce:
+            self._announce_to_relays()
         self._build_listeners()
         self._start_children()
         registry.load(self.store.open())
@@ -247,6 +255,16 @@ class HbbsService(service.MultiService):
                 child.stopService()
             self.running = 0
             raise
+
+    def _announce_to_relays(self):
+        config = self.config
+        secret, _ = keyfiles.load_or_generate_keypair(config.data_dir)
+        try:
+            announcer = relay_announcer(config.relay_announce, secret, self.reactor)
+        except ValueError as e:
+            raise ConfigError(f"invalid RELAY-ANNOUNCE endpoint: {e}") from None
+        announcer.setServiceParent(self)
+        self.server.relay_announcer = announcer
 
     def _build_listeners(self):
         config, server, reactor = self.config, self.server, self.reactor
@@ -298,7 +316,9 @@ class HbbsService(service.MultiService):
                  event="banner")
         log.info("DB_URL={db} ({count} peers)", db=config.db_url, count=len(registry.peers),
                  event="banner")
-        log.info("Listening on udp {interface}:{port}", interface=config.udp_interface,
+        interface = config.udp_interface
+        log.info("Listening on udp {interface}:{port}",
+                 interface=f"[{interface}]" if ":" in interface else interface,
                  port=config.udp_port, event="banner")
         for what, endpoint in (("tcp rendezvous", config.tcp_endpoint),
                                ("tcp NAT test / online", config.nat_endpoint),
@@ -308,6 +328,8 @@ class HbbsService(service.MultiService):
                      event="banner")
         log.info("Relay servers: {relays}", relays=",".join(config.relays) or
                  "(none: clients use this host's port+1)", event="banner")
+        for endpoint in config.relay_announce:
+            log.info("Announcing relay uuids to {endpoint}", endpoint=endpoint, event="banner")
         if config.always_use_relay:
             log.info("ALWAYS_USE_RELAY=Y", event="banner")
 
