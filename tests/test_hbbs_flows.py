@@ -1,8 +1,9 @@
-"""hbbs end to end, in memory: simulated RustDesk clients behind fake NATs (PROTOCOL.md section 4).
+"""hbbs end to end, in memory: the reference client behind fake NATs (PROTOCOL.md section 4).
 
 Every scenario runs the real RendezvousServer, RendezvousUDP,
 RendezvousTCP/NatTestTCP and the WebSocket site on a :class:`FakeNetwork`
-(``tests/fakenet.py``), driven by one ``MemoryReactorClock``.  The server is
+(``tests/fakenet.py``), driven by one ``MemoryReactorClock``; both client
+roles are ``rustdesk_twisted.client``.  The server is
 dual-stack by default, as hbbs bound to ``::`` is: it sees IPv4 peers as
 ``::ffff:a.b.c.d``; :class:`PunchIPv4OnlyTests` re-runs the punch flows with a
 plain IPv4 server.
@@ -29,19 +30,18 @@ from rustdesk_twisted.wire import rendezvous_pb2 as pb
 from rustdesk_twisted.wire.framing import encode_frame
 from rustdesk_twisted.wire.websocket import TrustedProxies, websocket_site
 
-from . import fakenet
-from .fakenet import (
-    ADDRESS_RESTRICTED,
-    FULL_CONE,
-    PORT_RESTRICTED,
-    SYMMETRIC,
+from rustdesk_twisted.client import (
+    CLIENT_VERSION,
+    PUBLIC_SERVER_KEY,
     ControlledPeer,
     ControllingPeer,
-    FakeNetwork,
+    DatagramCallback,
     FramedRendezvousClient,
     ServerAddress,
     WebSocketRendezvousClient,
 )
+
+from .fakenet import ADDRESS_RESTRICTED, FULL_CONE, PORT_RESTRICTED, SYMMETRIC, FakeNetwork
 
 START = 1_700_000_000.0
 SERVER_IP = "198.51.100.1"
@@ -166,7 +166,7 @@ class Scenario(SynchronousTestCase):
         """A socket on a public host (no NAT), to write raw datagrams to the server."""
         host = self.network.public_hosts.get(ip) or self.network.add_host(ip)
         received = []
-        transport = host.bind_udp(fakenet._DatagramCallback(
+        transport = host.bind_udp(DatagramCallback(
             lambda data, source: received.append(data)), port)
         return transport, received
 
@@ -483,7 +483,7 @@ class PunchTests(Scenario):
         rr = outcome.response.relay_response
         self.assertEqual(rr.socket_addr, b"")
         self.assertEqual(rr.WhichOneof("union"), "pk")
-        self.assertEqual(rr.version, fakenet.CLIENT_VERSION)
+        self.assertEqual(rr.version, CLIENT_VERSION)
         self.assertSignedFor(rr.pk, b)
         self.assertEqual(outcome.pk, b.pk)
         return relay
@@ -611,7 +611,7 @@ class PunchTests(Scenario):
         [answer] = [messages.parse(p) for p in client.received[1:]]
         self.assertEqual(answer.WhichOneof("union"), "relay_response")
         self.assertEqual(answer.relay_response.socket_addr, b"")
-        self.assertEqual(answer.relay_response.version, fakenet.CLIENT_VERSION)
+        self.assertEqual(answer.relay_response.version, CLIENT_VERSION)
 
     def test_unknown_id(self):
         self.controlled()
@@ -644,7 +644,7 @@ class PunchTests(Scenario):
         client.send(messages.wrap("punch_hole_request", id=B_ID, licence_key="wrong"))
         self.network.flush()
         self.assertEqual(client.received[1:], [bytes.fromhex("5a 02 18 03")])
-        a = self.controlling(key=fakenet.PUBLIC_SERVER_KEY)
+        a = self.controlling(key=PUBLIC_SERVER_KEY)
         outcome = self.connect(a)
         self.assertEqual((outcome.kind, outcome.failure), ("failure", "Key mismatch"))
         warnings = [e for e in self.log_events("punch_refused") if e["log_level"] == LogLevel.warn]
