@@ -3,8 +3,8 @@
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from rustdesk_twisted.hbbr.announce import (
-    AllowedUuids, AnnounceFactory, announce_key, announcement, verify)
+from rustdesk_twisted.hbbr.announce import AllowedUuids, AnnounceFactory
+from rustdesk_twisted.wire.announce import announce_key, announcement, verify
 
 KEY = announce_key(b"\x01" * 64)
 

@@ -11,7 +11,9 @@ one ASCII line per announcement, LF-terminated, at most 512 bytes::
     <uuid> <unix-seconds> <hex HMAC-SHA256(K, "<uuid> <unix-seconds>")>
 
 ``K = SHA-256("rustdesk-twisted hbbr announce v1\\0" || secret)`` where
-``secret`` is the 64-byte key in ``id_ed25519`` that hbbs and hbbr share.
+``secret`` is the 64-byte key in ``id_ed25519`` that hbbs and hbbr share
+(``rustdesk_twisted/wire/announce.py`` builds and checks the line;
+``rustdesk_twisted/hbbs/announce.py`` is the sending side).
 hbbr answers ``ok`` or ``refused`` per line and drops the connection after a
 refusal.  A timestamp more than ``SKEW`` seconds away from hbbr's clock is
 refused, so a captured line is useless after a minute; replaying it within
@@ -19,28 +21,14 @@ that minute only re-allows a uuid that was allowed anyway.  hbbs in the same
 process can call :meth:`AllowedUuids.announce` directly.
 """
 
-import hashlib
-import hmac
-
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
+from ..wire.announce import verify
+
 ANNOUNCE_TTL = 60.0
-SKEW = 60.0
 MAX_UUIDS = 100_000
-MAX_UUID_LENGTH = 128
-
-
-def announce_key(secret):
-    """The HMAC key both servers derive from the shared ``id_ed25519`` secret."""
-    return hashlib.sha256(b"rustdesk-twisted hbbr announce v1\0" + secret).digest()
-
-
-def announcement(key, uuid, timestamp):
-    """The line (without LF) that announces ``uuid`` at ``timestamp`` (unix seconds)."""
-    body = f"{uuid} {int(timestamp)}".encode("ascii")
-    return body + b" " + hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
 
 
 class AllowedUuids:
@@ -74,23 +62,6 @@ class AllowedUuids:
             if expires[uuid] > now:
                 break
             del expires[uuid]
-
-
-def verify(key, line, now):
-    """The uuid a valid announcement line carries, or None."""
-    parts = line.split(b" ")
-    if len(parts) != 3 or not parts[0] or len(parts[0]) > MAX_UUID_LENGTH:
-        return None
-    uuid, stamp, mac = parts
-    try:
-        timestamp = int(stamp)
-        uuid_text = uuid.decode("ascii")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    expected = hmac.new(key, uuid + b" " + stamp, hashlib.sha256).hexdigest().encode("ascii")
-    if not hmac.compare_digest(expected, mac) or abs(timestamp - now) > SKEW:
-        return None
-    return uuid_text
 
 
 class AnnounceProtocol(LineOnlyReceiver):

@@ -1,0 +1,163 @@
+"""hbbs's side of the announce channel: every relay uuid hbbs brokers goes to each hbbr.
+
+An hbbr started with ``--announce-endpoint`` pairs only uuids announced in
+the last minute (USERS.md 1.12).  ``--relay-announce`` names its listeners
+as client endpoint strings; for each one a :class:`ClientService` keeps a
+connection up, reconnecting with backoff, and an :class:`AnnounceLink`
+decides what to send.  The rendezvous core calls the announcer before it
+delivers the message that sends a client to the relay, so on the hbbr
+connection the line is written first.
+
+While an hbbr is unreachable its uuids wait in a bounded queue (oldest
+dropped, with a log line); on reconnection those younger than ``MAX_AGE``
+are sent, stamped with the current time.  Lines not yet answered when a
+connection drops are queued again: announcing twice is harmless.
+"""
+
+from collections import deque
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+
+from ..wire.announce import announce_key, announcement
+
+QUEUE_LIMIT = 10_000
+# A client waits 30 s at the relay for its partner; an older uuid is of no use.
+MAX_AGE = 30.0
+MAX_RETRY_DELAY = 30.0
+
+
+class AnnounceLink:
+    """One hbbr: uuids waiting for a connection and lines waiting for an answer."""
+
+    log = Logger()
+
+    def __init__(self, name, key, clock, limit=QUEUE_LIMIT, max_age=MAX_AGE):
+        self.name = name
+        self.key = key
+        self.clock = clock
+        self.limit = limit
+        self.max_age = max_age
+        self.waiting = deque()
+        self.unanswered = deque()
+        self.channel = None
+        self.dropped = 0
+
+    def announce(self, uuid):
+        now = self.clock.seconds()
+        if self.channel is not None:
+            self._send(uuid, now, now)
+        else:
+            self._queue(uuid, now)
+
+    def _queue(self, uuid, brokered):
+        if len(self.waiting) >= self.limit:
+            self.waiting.popleft()
+            if not self.dropped:
+                self.log.warn("announce queue for {relay} full ({limit}): dropping the oldest "
+                              "until it reconnects", relay=self.name, limit=self.limit,
+                              event="announce_dropped")
+            self.dropped += 1
+        self.waiting.append((uuid, brokered))
+
+    def _send(self, uuid, brokered, now):
+        if len(self.unanswered) >= self.limit:
+            # hbbr stopped answering; a new connection resends what is unanswered.
+            self._queue(uuid, brokered)
+            self.channel.close()
+            return
+        self.channel.send_line(announcement(self.key, uuid, now))
+        self.unanswered.append((uuid, brokered))
+
+    def connected(self, channel):
+        self.channel = channel
+        now = self.clock.seconds()
+        waiting, self.waiting = self.waiting, deque()
+        fresh = [(uuid, brokered) for uuid, brokered in waiting if now - brokered <= self.max_age]
+        for uuid, brokered in fresh:
+            self._send(uuid, brokered, now)
+        self.log.info("announcing relay uuids to {relay}: connected, sent {sent} queued, "
+                      "{expired} expired, {dropped} dropped", relay=self.name, sent=len(fresh),
+                      expired=len(waiting) - len(fresh), dropped=self.dropped,
+                      event="announce_connected")
+        self.dropped = 0
+
+    def answered(self, line):
+        if not self.unanswered:
+            return
+        uuid, _ = self.unanswered.popleft()
+        if line != b"ok":
+            self.log.error("{relay} refused the announcement of {uuid}: its id_ed25519 differs "
+                           "from ours, or the clocks are more than a minute apart",
+                           relay=self.name, uuid=uuid, event="announce_refused")
+
+    def disconnected(self, channel):
+        if channel is not self.channel:
+            return
+        self.channel = None
+        unanswered, self.unanswered = self.unanswered, deque()
+        for uuid, brokered in reversed(unanswered):
+            if len(self.waiting) < self.limit:
+                self.waiting.appendleft((uuid, brokered))
+        self.log.info("lost the announce connection to {relay}; queueing until it reconnects",
+                      relay=self.name, event="announce_disconnected")
+
+
+class AnnounceClient(LineOnlyReceiver):
+    """The connection to one hbbr's announce listener."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 64
+
+    def __init__(self, link):
+        self.link = link
+
+    def connectionMade(self):
+        self.link.connected(self)
+
+    def send_line(self, line):
+        self.transport.write(line + b"\n")
+
+    def close(self):
+        self.transport.loseConnection()
+
+    def lineReceived(self, line):
+        self.link.answered(line.rstrip(b"\r"))
+
+    def lineLengthExceeded(self, line):
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.link.disconnected(self)
+
+
+class RelayAnnouncer(MultiService):
+    """``relay_announcer`` for RendezvousServer: one link and ClientService per hbbr."""
+
+    def __init__(self):
+        super().__init__()
+        self.links = []
+
+    def add(self, link, endpoint, clock):
+        self.links.append(link)
+        factory = Factory.forProtocol(lambda: AnnounceClient(link))
+        ClientService(endpoint, factory, retryPolicy=backoffPolicy(maxDelay=MAX_RETRY_DELAY),
+                      clock=clock).setServiceParent(self)
+
+    def __call__(self, uuid):
+        for link in self.links:
+            link.announce(uuid)
+
+
+def relay_announcer(descriptions, secret, reactor):
+    """A RelayAnnouncer for client endpoint strings; raises ValueError for a bad one."""
+    key = announce_key(secret)
+    announcer = RelayAnnouncer()
+    for description in descriptions:
+        announcer.add(AnnounceLink(description, key, reactor),
+                      clientFromString(reactor, description), reactor)
+    return announcer

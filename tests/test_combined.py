@@ -1,0 +1,146 @@
+"""``twistd rustdesk-server``: hbbs and hbbr built together on a memory reactor, one key,
+and the in-process announce wiring driven by a real RequestRelay through hbbs."""
+
+import os
+
+from twisted.internet import reactor as real_reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.test import iosim
+from twisted.trial.unittest import TestCase
+
+from rustdesk_twisted.combined_tap import Options, makeService
+from rustdesk_twisted.wire import keys, messages
+from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPeer, RegisterPk
+
+from .livesupport import FramedClient
+from .test_hbbr_support import TcpPeer, frame_request
+
+PORT = 30116
+B_ID = "123456789"
+B_ADDRESS = ("203.0.113.20", 40000)
+
+
+class ThreadedMemoryReactor(MemoryReactorClock):
+    """MemoryReactorClock plus UDP listeners, and thread results through the real reactor
+    (hbbs's peer store commits on a thread)."""
+
+    def __init__(self):
+        super().__init__()
+        self.udpServers = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.udpServers.append((port, protocol, interface, maxPacketSize))
+        return _UDPPort()
+
+    def callFromThread(self, f, *args, **kwargs):
+        real_reactor.callFromThread(f, *args, **kwargs)
+
+
+class _UDPPort:
+    def stopListening(self):
+        return None
+
+
+def options(*argv):
+    config = Options()
+    config.parseOptions(list(argv))
+    return config
+
+
+class CombinedServiceTests(TestCase):
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.reactor = ThreadedMemoryReactor()
+        self.reactor.advance(1_700_000_000)
+
+    def start(self, *argv):
+        service = makeService(options("--data-dir", self.directory, "-p", str(PORT),
+                                      "-b", "127.0.0.1", *argv), reactor=self.reactor)
+        self.assertEqual(os.listdir(self.directory), [], "makeService touched the disk")
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def ports(self):
+        """The TCP ports listened on; each only once."""
+        ports = [p for p, _, _, _ in self.reactor.tcpServers]
+        self.assertEqual(len(ports), len(set(ports)), "two listeners on one port")
+        return set(ports)
+
+    def listener(self, port):
+        [factory] = [f for p, f, _, _ in self.reactor.tcpServers if p == port]
+        return factory
+
+    def connect(self, port, client, host):
+        peer = IPv4Address("TCP", host, 50000)
+        server = self.listener(port).buildProtocol(peer)
+        pump = iosim.connect(server, iosim.FakeTransport(server, True, peerAddress=peer), client,
+                             iosim.makeFakeClient(client), greet=False, clock=self.reactor)
+        pump.flush()
+        return pump
+
+    def test_both_servers_one_key(self):
+        service = self.start()
+        self.assertEqual(self.ports() & {PORT - 1, PORT, PORT + 1, PORT + 2, PORT + 3},
+                         {PORT - 1, PORT, PORT + 1, PORT + 2, PORT + 3})
+        self.assertEqual([u[0] for u in self.reactor.udpServers], [PORT])
+        with open(os.path.join(self.directory, keys.SECRET_FILE)) as f:
+            secret = keys.decode_secret(f.read())
+        licence = keys.b64(secret[32:])
+        self.assertEqual(service.hbbs.server.server_key.licence, licence)
+        self.assertEqual(service.hbbr.relay.licence, licence)
+        self.assertIsNone(service.hbbr.relay.allowed)
+        consoles = sorted(os.path.basename(u[0]) for u in self.reactor.unixServers)
+        self.assertEqual(consoles, ["hbbr-console.sock", "hbbs-console.sock"])
+
+    def test_key_option_reaches_both(self):
+        service = self.start("-k", "")
+        self.assertEqual((service.hbbs.server.server_key.licence, service.hbbr.relay.licence),
+                         ("", ""))
+        self.assertIsNotNone(service.hbbs.server.server_key.signing)
+
+    def test_relay_port_and_bad_values(self):
+        self.start("--relay-port", "31000", "--relay-console", "off")
+        ports = self.ports()
+        self.assertEqual(ports & {PORT + 1, PORT + 3, 31000, 31002}, {31000, 31002})
+        self.assertEqual(len(self.reactor.unixServers), 1)
+        self.assertRaises(usage.UsageError, options, "--relay-port", "x")
+        self.assertRaises(SystemExit, makeService, options("--relay-port", "70000"),
+                          reactor=self.reactor)
+
+    def test_relay_pairs_only_uuids_hbbs_brokered(self):
+        service = self.start("--announced-only", "-k", "")
+        hbbs = service.hbbs.server
+        notices = []
+        hbbs.send_datagram = lambda data, address: notices.append(messages.parse(data))
+        hbbs.datagram_received(messages.wrap("register_pk", RegisterPk(
+            id=B_ID, uuid=b"machine", pk=b"\x11" * 32)).SerializeToString(), B_ADDRESS)
+        hbbs.datagram_received(messages.wrap("register_peer", RegisterPeer(
+            id=B_ID)).SerializeToString(), B_ADDRESS)
+
+        requester = FramedClient()
+        pump = self.connect(PORT, requester, "203.0.113.10")
+        requester.send(messages.wrap("request_relay", id=B_ID, uuid="brokered-uuid",
+                                     relay_server="127.0.0.1"))
+        pump.flush()
+        self.assertEqual(notices[-1].request_relay.uuid, "brokered-uuid")
+
+        def relay_client(uuid):
+            client = TcpPeer()
+            pump = self.connect(PORT + 1, client, "198.51.100.7")
+            client.transport.write(frame_request(uuid))
+            pump.flush()
+            return client, pump
+
+        stranger, _ = relay_client("stranger-uuid")
+        self.assertIsNotNone(stranger.lost, "an unannounced uuid was not refused")
+        (a, a_pump), (b, b_pump) = relay_client("brokered-uuid"), relay_client("brokered-uuid")
+        self.assertEqual(len(service.hbbr.relay.sessions), 1)
+        a.transport.write(b"hello B")
+        a_pump.flush()
+        b_pump.flush()
+        self.assertEqual(bytes(b.received), b"hello B")
+        self.assertIsNone(a.lost)
