@@ -78,13 +78,31 @@ class Settings:
                 self._origin[key] = origin
 
     def get(self, name, default=None):
-        return self._values.get(normalize_name(name), default)
+        """The value of ``name``; when only ``NAME_FILE`` is set, that file's content.
+
+        ``*_FILE`` keeps secrets (``KEY_FILE``, ``ADMIN_TOKEN_FILE``) out of
+        the command line and the environment, as Docker and Kubernetes secrets
+        are mounted as files.
+        """
+        key = normalize_name(name)
+        if key in self._values:
+            return self._values[key]
+        path = self._values.get(key + "-FILE")
+        if not path:
+            return default
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read {key}-FILE {path}: {e}") from None
 
     def origin(self, name):
-        return self._origin.get(normalize_name(name))
+        key = normalize_name(name)
+        return self._origin.get(key, self._origin.get(key + "-FILE"))
 
     def __contains__(self, name):
-        return normalize_name(name) in self._values
+        key = normalize_name(name)
+        return key in self._values or bool(self._values.get(key + "-FILE"))
 
     def integer(self, name, default, minimum=None, maximum=None):
         raw = self.get(name)

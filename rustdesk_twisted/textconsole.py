@@ -1,11 +1,13 @@
 """The official servers' text console transport: one read, one reply, close (PROTOCOL.md 7.8, 7.9).
 
 The commands differ between hbbs and hbbr; the transport is the same:
-at most 1024 bytes read within 1 s, valid UTF-8 or no reply.  Where the
+at most 1024 bytes read within 1 s, valid UTF-8 or no reply.  A command
+may answer with a Deferred firing the reply text, for work off the reactor.  Where the
 console listens is the operator's choice (a Unix socket by default); on a
 TCP listener ``loopback_only`` keeps the official "loopback peers only" rule.
 """
 
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -52,7 +54,16 @@ class ConsoleProtocol(Protocol):
         except UnicodeDecodeError:
             self.log.info("console input is not UTF-8; no reply", event="console_bad_input")
         else:
-            self.transport.write(self.execute(text).encode("utf-8"))
+            reply = self.execute(text)
+            if isinstance(reply, Deferred):
+                reply.addCallback(self._reply)
+                return
+            self.transport.write(reply.encode("utf-8"))
+        self.transport.loseConnection()
+
+    def _reply(self, text):
+        """A reply that took a while (a backup): written once it is ready."""
+        self.transport.write(text.encode("utf-8"))
         self.transport.loseConnection()
 
     def _cancel_timeout(self):

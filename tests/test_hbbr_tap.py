@@ -64,7 +64,7 @@ class ServiceTests(SynchronousTestCase):
             f.write("PORT=31000\nRELAY_SERVERS=ignored\nSINGLE_BANDWIDTH=64\n")
         reactor, service = self.start("--console", "tcp:0:interface=127.0.0.1")
         ports = sorted((port, backlog) for port, _, backlog, _ in reactor.tcpServers)
-        self.assertEqual(ports, [(0, 1024), (31001, 1024), (31003, 1024)])
+        self.assertEqual(ports, [(0, 1024), (31001, 1024), (31003, 1024), (31005, 50)])
         self.assertEqual(service.relay.policy.single, 64 * 1024 * 1024)
         text = "\n".join(self.messages())
         self.assertIn("no licence key", text)
@@ -75,7 +75,7 @@ class ServiceTests(SynchronousTestCase):
             f.write("PORT=31000\n")
         reactor, _ = self.start("-p", "32000", "-b", "127.0.0.1")
         self.assertEqual(sorted((p, i) for p, _, _, i in reactor.tcpServers),
-                         [(32000, "127.0.0.1"), (32002, "127.0.0.1")])
+                         [(32000, "127.0.0.1"), (32002, "127.0.0.1"), (32004, "127.0.0.1")])
         [(path, _, _, _, _)] = [u[:5] for u in reactor.unixServers]
         self.assertEqual(path, "hbbr-console.sock")
 

@@ -30,6 +30,11 @@ HELP = (b"relay-servers(rs) <separated by ,>\n"
         b"punch-requests(pr) [<number>] [-]\n"
         b"always-use-relay(aur)\n"
         b"test-geo(tg) <ip1> <ip2>\n")
+OURS = (b"peer <id>\n"
+        b"peer-list [<start>] [<count>]\n"
+        b"peer-release <id>\n"
+        b"peer-rename <old id> <new id>\n"
+        b"backup <file name>\n")
 
 
 class ConsoleTestCase(SynchronousTestCase):
@@ -66,7 +71,7 @@ class ConsoleTestCase(SynchronousTestCase):
 
 class HelpAndUnknownTests(ConsoleTestCase):
     def test_help_official_lines_then_ours(self):
-        self.assertEqual(self.run_command("h").encode(), HELP + b"peer <id>\n")
+        self.assertEqual(self.run_command("h").encode(), HELP + OURS)
 
     def test_reload_geo_is_empty(self):
         self.assertEqual(self.run_command("rg"), "")
@@ -340,7 +345,7 @@ class ConsoleProtocolTests(ConsoleTestCase):
     def test_reply_then_close(self):
         protocol, transport = self.connect()
         protocol.dataReceived(b"h\n")
-        self.assertEqual(transport.value(), HELP + b"peer <id>\n")
+        self.assertEqual(transport.value(), HELP + OURS)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 

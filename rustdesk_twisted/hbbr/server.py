@@ -42,6 +42,7 @@ class RelayServer:
         self.pending = PendingTable(max_pending)
         self.total_limiter = Limiter(self.policy.total_limiter_rate())
         self.sessions = set()
+        self.counters = {}
         self._handshaking = {}
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
@@ -75,8 +76,13 @@ class RelayServer:
     def connected(self, side):
         self._handshaking[side] = self.clock.seconds() + FIRST_MESSAGE_TIMEOUT
 
+    def _count(self, name, amount=1):
+        """Per connection or session, never per chunk: read by the metrics at scrape time."""
+        self.counters[name] = self.counters.get(name, 0) + amount
+
     def refuse(self, side, reason):
         self._handshaking.pop(side, None)
+        self._count("refused_" + reason.replace(" ", "_"))
         self.log.info("refused {peer}: {reason}", hbbr_event="refused", peer=_peer(side),
                       reason=reason)
         side.close()
@@ -115,6 +121,7 @@ class RelayServer:
     def _pair(self, first, second, uuid, now):
         session = Session(self, first, second, uuid, SessionMeter(self.policy, now), now)
         self.sessions.add(session)
+        self._count("sessions")
         session.start(self.splicer)
         mode = "spliced" if session.spliced else "raw" if session.raw else "framed"
         self.log.info("relay {uuid} paired {first} <-> {second} ({mode})",
@@ -134,6 +141,7 @@ class RelayServer:
     def session_ended(self, session, reason):
         self.sessions.discard(session)
         first, second = session.first, session.second
+        self._count("bytes", first.received + second.received)
         self.log.info(
             "relay {uuid} closed ({reason}): {first} sent {first_bytes} bytes, "
             "{second} sent {second_bytes} bytes in {duration:.1f}s",
@@ -142,6 +150,7 @@ class RelayServer:
             duration=self.clock.seconds() - session.started)
 
     def log_throttled(self, session, delay):
+        self._count("throttled")
         limit = self.policy.limit if session.meter.capped else self.policy.single
         self.log.info("relay {uuid} throttled at {limit}Mb/s (session) / {total}Mb/s (total)",
                       hbbr_event="throttled", uuid=session.uuid, key=session.key,

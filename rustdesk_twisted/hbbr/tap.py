@@ -17,11 +17,17 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from .. import __version__
+from .. import __version__, adminweb, logs
 from ..config import ConfigError, Settings, read_env_file
-from ..wire.keys import fingerprint, hbbr_licence, load_or_generate_keypair
+from ..wire.announce import announce_key
+from ..wire.keys import (
+    fingerprint,
+    hbbr_licence,
+    load_or_generate_keypair,
+    relay_key_conflict,
+)
 from . import splice
-from .announce import AllowedUuids, AnnounceFactory, announce_key
+from .announce import AllowedUuids, AnnounceFactory
 from .bandwidth import BandwidthPolicy
 from .console import ConsoleFactory
 from .lists import AddressList
@@ -50,7 +56,14 @@ class Options(usage.Options):
          "endpoint string for hbbs announcements; when set, only announced uuids pair"],
         ["trusted-proxies", None, "127.0.0.0/8,::1",
          "comma-separated CIDRs whose X-Real-IP/X-Forwarded-For headers are believed"],
-        ["directory", None, ".", "working directory holding .env, keys and list files"],
+        ["data-dir", None, None, "directory shared with hbbs: .env, id_ed25519 and list "
+                                 "files (default: .)"],
+        ["directory", None, None, "old name of --data-dir"],
+        ["admin", None, None, "endpoint of the admin HTTP listener (/healthz, /readyz, /metrics, "
+                              "/status; default tcp:PORT+4:interface=127.0.0.1), or 'off'"],
+        ["admin-token", None, None, "bearer token for /metrics and /status (default "
+                                    "ADMIN_TOKEN or ADMIN_TOKEN_FILE from the environment)"],
+        ["log-format", None, "text", "text or json: one JSON object per line"],
     ]
     optFlags = [
         ["no-throttle", None, "turn every bandwidth limit off"],
@@ -68,6 +81,11 @@ class Options(usage.Options):
             self["port"] = port
         if self["bind"] is not None:
             _check_ip(self["bind"], usage.UsageError)
+        self["directory"] = self["data-dir"] = self["data-dir"] or self["directory"] or "."
+        try:
+            self["log-format"] = logs.check_format(self["log-format"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         try:
             self["trusted-proxies"] = parse_networks(self["trusted-proxies"])
         except ValueError as e:
@@ -123,15 +141,21 @@ def _key_fingerprint(licence):
 
 
 class HbbrService(MultiService):
-    """hbbr as a service; everything with side effects happens in startService."""
+    """hbbr as a service; everything with side effects happens in startService.
+
+    ``allowed`` turns announce mode on with a table someone in this process
+    fills (hbbs beside it in ``twistd rustdesk-server``); ``--announce-endpoint``
+    also feeds it from other processes.
+    """
 
     log = Logger()
 
-    def __init__(self, options, reactor, environ=None):
+    def __init__(self, options, reactor, environ=None, allowed=None):
         super().__init__()
         self.options = options
         self.reactor = reactor
         self.environ = os.environ if environ is None else environ
+        self.allowed = allowed
         self.relay = None
 
     def _settings(self, directory):
@@ -149,11 +173,16 @@ class HbbrService(MultiService):
             _check_ip(bind, ConfigError)
         key = options["key"] if options["key"] is not None else settings.get("KEY", "")
         licence = hbbr_licence(key, directory)
+        conflict = relay_key_conflict(licence, directory)
+        if conflict:
+            self.log.critical("refusing to start: {why}", why=conflict, event="key_mismatch")
+            raise ConfigError(conflict)
         policy = BandwidthPolicy.from_settings(settings, enabled=not options["no-throttle"])
-        allowed = None
+        allowed = self.allowed
         if options["announce-endpoint"]:
             secret, _ = load_or_generate_keypair(directory)
-            allowed = AllowedUuids()
+            if allowed is None:
+                allowed = AllowedUuids()
         splicer = None
         if not options["no-splice"] and splice.available(self.reactor):
             splicer = splice.Splicer(self.reactor)
@@ -173,7 +202,14 @@ class HbbrService(MultiService):
         if options["console"] and options["console"] != "off":
             listeners.append(("console", with_backlog(options["console"]),
                               ConsoleFactory(relay)))
-        if allowed is not None:
+        admin = options["admin"] or adminweb.default_endpoint(relay_port)
+        if admin != "off":
+            token = options["admin-token"] or settings.get("ADMIN-TOKEN") or None
+            warning = adminweb.check_exposure(admin, token)
+            if warning:
+                self.log.warn("{warning}", warning=warning, event="banner")
+            listeners.append(("admin", admin, adminweb.hbbr_site(self, self.reactor, token)))
+        if options["announce-endpoint"]:
             listeners.append(("announce", with_backlog(options["announce-endpoint"]),
                               AnnounceFactory(allowed, announce_key(secret), self.reactor)))
         for name, description, factory in listeners:
@@ -203,6 +239,10 @@ class HbbrService(MultiService):
                  path="kernel splice" if splicer is not None else "userspace copy")
         if allowed is not None:
             log.info("announce mode: only uuids announced by hbbs are paired")
+
+    def setServiceParent(self, parent):
+        logs.use_format(parent, self.options["log-format"])
+        super().setServiceParent(parent)
 
     def stopService(self):
         if self.relay is not None:

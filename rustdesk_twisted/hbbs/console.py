@@ -2,13 +2,16 @@
 
 Operators and their scripts parse this output, so every official command
 answers byte for byte as the official server does (gotcha G25), including its
-quirks, except ``aur``, which here leaves the relay list alone (G17).  Our one
-addition, ``peer <id>``, is listed after the official help lines.
+quirks, except ``aur``, which here leaves the relay list alone (G17).  Our
+additions (``peer``, ``peer-list``, ``peer-release``, ``peer-rename``,
+``backup``) are listed after the official help lines; ``rustdesk-admin``
+drives them.
 """
 
 import base64
 import ipaddress
 import math
+import os
 import re
 import unicodedata
 from datetime import datetime, timezone
@@ -30,7 +33,14 @@ HELP = (
     "always-use-relay(aur)\n"
     "test-geo(tg) <ip1> <ip2>\n"
     "peer <id>\n"
+    "peer-list [<start>] [<count>]\n"
+    "peer-release <id>\n"
+    "peer-rename <old id> <new id>\n"
+    "backup <file name>\n"
 )
+PEER_LIST_PAGE = 1000
+PEER_LIST_MAX = 100_000
+_BACKUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 # Rust's str::trim strips White_Space, which (unlike Python's isspace) excludes U+001C..U+001F.
 _WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
@@ -119,7 +129,11 @@ class HbbsConsole:
                 (("pr", "punch-requests"), self._punch_requests),
                 (("aur", "always-use-relay"), self._always_use_relay),
                 (("tg", "test-geo"), self._test_geo),
-                (("peer",), self._peer)):
+                (("peer",), self._peer),
+                (("peer-list",), self._peer_list),
+                (("peer-release",), self._peer_release),
+                (("peer-rename",), self._peer_rename),
+                (("backup",), self._backup)):
             for name in names:
                 self._commands[name] = handler
 
@@ -243,6 +257,54 @@ class HbbsConsole:
                 f"uuid: {base64.b64encode(peer.uuid).decode('ascii')}\n"
                 f"key: {fingerprint(peer.pk)}\n"
                 f"channel: {channel}\n")
+
+
+    def _peer_list(self, args, now):
+        """Ours: a page of ``id online|offline last-seen-seconds|never ip``, after the total."""
+        peers = self.server.registry.peers
+        start = rust_int(next(args, None), USIZE, 0)
+        count = min(rust_int(next(args, None), USIZE, PEER_LIST_PAGE), PEER_LIST_MAX)
+        out = [f"{len(peers)}\n"]
+        for peer in _page(peers.values(), start, count):
+            seen = peer.last_seen
+            out.append(f"{peer.id} {'online' if peer.online(now) else 'offline'} "
+                       f"{'never' if seen is None else _secs(now, seen)} {peer.ip or '-'}\n")
+        return "".join(out)
+
+    def _peer_release(self, args, now):
+        """Ours: forget an id (memory and database) so another machine may register it."""
+        peer_id = next(args, None)
+        if peer_id is None:
+            return ""
+        if self.server.registry.release(peer_id):
+            return f"{peer_id}: released\n"
+        return f"{peer_id}: not registered\n"
+
+    def _peer_rename(self, args, now):
+        old_id, new_id = next(args, None), next(args, None)
+        if old_id is None or new_id is None:
+            return ""
+        error = self.server.registry.rename(old_id, new_id)
+        return f"error: {error}\n" if error else f"{old_id}: renamed to {new_id}\n"
+
+    def _backup(self, args, now):
+        """Ours: an online backup of the database, beside it, once queued writes are in.
+
+        Only a plain file name is taken, so the console cannot be made to
+        write anywhere but the data directory; ``rustdesk-admin`` moves it.
+        """
+        name = next(args, None)
+        store = self.server.registry.store
+        if name is None or store is None:
+            return ""
+        if not _BACKUP_NAME.fullmatch(name):
+            return f"error: {name!r} is not a plain file name\n"
+        target = os.path.join(os.path.dirname(os.path.abspath(store.path)), name)
+        if os.path.lexists(target):
+            return f"error: {target} exists\n"
+        d = store.backup(target)
+        d.addCallbacks(lambda _: f"ok {target}\n", lambda failure: f"error: {failure.value}\n")
+        return d
 
 
 def console_factory(console, clock, loopback_only=False):

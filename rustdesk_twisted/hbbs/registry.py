@@ -72,6 +72,7 @@ class PeerRegistry:
         self.ip_changes = IpChanges()
         self.max_peers = max_peers
         self.peers = {}
+        self.throttled = 0
 
     def load(self, rows):
         """Take the stored peers (``StoredPeer`` rows) into memory."""
@@ -148,6 +149,7 @@ class PeerRegistry:
         else:
             return self._uuid_mismatch(peer, ip, "id registered by another machine")
         if not self._throttle(peer, now):
+            self.throttled += 1
             self.log.warn("rate-limit {reason} for {ip} (id {peer_id})", reason="registrations-per-id",
                           ip=ip, peer_id=peer_id, event="rate_limited")
             return Result.TOO_FREQUENT
@@ -221,6 +223,40 @@ class PeerRegistry:
         self.log.info("id changed {old_id} -> {new_id} from {ip}", old_id=old_id, new_id=new_id,
                       ip=ip, event="id_changed")
         return Result.OK
+
+    def release(self, peer_id):
+        """Admin: forget ``peer_id`` in memory and in the database, so any machine may take it."""
+        peer = self.peers.pop(peer_id, None)
+        if peer is None:
+            return False
+        if peer.channel is not None:
+            peer.channel.registered_id = None
+            peer.channel.close()
+        if self.store is not None and peer.guid:
+            self.store.delete(peer.guid, peer_id)
+        self.log.info("id {peer_id} released by the administrator (was {ip})", peer_id=peer_id,
+                      ip=peer.ip, event="id_released")
+        return True
+
+    def rename(self, old_id, new_id):
+        """Admin: move ``old_id``'s row (key, uuid, last seen) to ``new_id``; None or why not."""
+        peer = self.peers.get(old_id)
+        if peer is None:
+            return f"{old_id} is not registered"
+        if not ID_FORMAT.fullmatch(new_id):
+            return f"{new_id} is not a valid id (a letter, then 5-15 letters, digits, _ or -)"
+        if new_id in self.peers:
+            return f"{new_id} is already registered"
+        del self.peers[old_id]
+        peer.id = new_id
+        self.peers[new_id] = peer
+        if peer.channel is not None:
+            peer.channel.registered_id = new_id
+        if self.store is not None and peer.guid:
+            self.store.rename(peer.guid, new_id)
+        self.log.info("id changed {old_id} -> {new_id} by the administrator", old_id=old_id,
+                      new_id=new_id, event="id_changed")
+        return None
 
     def save_all_seen(self, now):
         """Persist last-seen of every peer seen since its last save (used at shutdown)."""

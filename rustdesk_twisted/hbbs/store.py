@@ -16,7 +16,7 @@ import uuid as uuid_module
 from contextlib import suppress
 from functools import partial
 
-from twisted.internet.defer import DeferredLock, succeed
+from twisted.internet.defer import DeferredLock, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
@@ -80,6 +80,10 @@ _UPDATE = {
     for text, where in _WHERE_GUID.items()
 }
 _RENAME = {text: f"update peer set id = :id {where}" for text, where in _WHERE_GUID.items()}
+_DELETE = {text: f"delete from peer {where}" for text, where in _WHERE_GUID.items()}
+_FORGET_SEEN = "delete from peer_last_seen where guid = :guid"
+# Ops that may legitimately change no row.
+_MAY_BE_NOOP = {"forget_seen"}
 
 _TOUCH = (
     "insert into peer_last_seen(guid, last_seen) values (?, ?)"
@@ -165,6 +169,8 @@ class PeerStore:
     def __init__(self, path, reactor, flush_interval=1.0):
         self.path = path_from_db_url(path)
         self.failed_ops = 0
+        self.writes = 0
+        self.write_seconds = 0.0
         self._reactor = reactor
         self._flushInterval = flush_interval
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="hbbs-peer-store")
@@ -249,6 +255,15 @@ class PeerStore:
         params = {"guid": guid, "id": new_id}
         self._queue("rename", _RENAME[guid in self._textGuids], params)
 
+    def delete(self, guid, peer_id):
+        """Queue the removal of a row and its last-seen time (an admin releasing an id)."""
+        _require("guid", guid, bytes)
+        _require("peer_id", peer_id, str)
+        self._touches.pop(guid, None)
+        params = {"guid": guid, "id": peer_id}
+        self._queue("delete", _DELETE[guid in self._textGuids], params)
+        self._queue("forget_seen", _FORGET_SEEN, params)
+
     def touch(self, guid, last_seen):
         """Queue a last-seen time (unix seconds); only the latest per guid is written."""
         _require("guid", guid, bytes)
@@ -300,10 +315,13 @@ class PeerStore:
         ops, touches = self._ops, self._touches
         self._ops, self._touches = [], {}
         self._inflight = len(ops) + len(touches)
+        started = self._reactor.seconds()
         d = deferToThreadPool(self._reactor, self._pool, self._writeBatch, ops, touches)
 
         def written(dropped):
             self._inflight = 0
+            self.writes += 1
+            self.write_seconds += self._reactor.seconds() - started
             for kind, params, reason in dropped:
                 self.failed_ops += 1
                 self.log.error(
@@ -345,7 +363,7 @@ class PeerStore:
                 except _OP_ERRORS as e:
                     dropped.append((kind, params, str(e)))
                     continue
-                if not changed:
+                if not changed and kind not in _MAY_BE_NOOP:
                     dropped.append((kind, params, "no row has this guid"))
             conn.executemany(_TOUCH, touches.items())
             conn.execute("commit")
@@ -377,6 +395,23 @@ class PeerStore:
             self._conn.backup(target)
         finally:
             target.close()
+
+    def check_writable(self):
+        """Fires with the seconds a write transaction took to open, for readiness checks.
+
+        ``begin immediate`` takes SQLite's write lock, so a read-only file, a
+        full disk's journal or another writer holding the lock all show here.
+        """
+        if self._conn is None or self._closing:
+            return fail(sqlite3.OperationalError("peer store is not open"))
+        started = self._reactor.seconds()
+        d = deferToThreadPool(self._reactor, self._pool, self._beginAndRollback)
+        d.addCallback(lambda _: self._reactor.seconds() - started)
+        return d
+
+    def _beginAndRollback(self):
+        self._conn.execute("begin immediate")
+        self._conn.execute("rollback")
 
     def close(self):
         """Stop the flush loop, write what is queued, close, stop the thread.

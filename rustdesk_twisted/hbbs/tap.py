@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python import usage
 
-from .. import __version__
+from .. import __version__, adminweb, logs
 from ..config import ConfigError, layered_settings
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
@@ -80,6 +80,14 @@ OPTIONS = [
     ("max-peers", None, "MAX-PEERS", "Bound of the peer table (default 4000000)."),
     ("max-connections-per-ip", None, "MAX-CONNECTIONS-PER-IP",
      "Simultaneous TCP/WebSocket connections per IP (default 256)."),
+    ("key-file", None, "KEY-FILE", "File holding the KEY value, so a secret stays off the "
+                                   "command line (any NAME_FILE works the same way)."),
+    ("admin", None, "ADMIN", "Endpoint of the admin HTTP listener (/healthz, /readyz, /metrics, "
+                             "/status; default tcp:PORT+4:interface=127.0.0.1), or 'off'."),
+    ("admin-token", None, "ADMIN-TOKEN",
+     "Bearer token for /metrics and /status; required when --admin is not loopback."),
+    ("admin-token-file", None, "ADMIN-TOKEN-FILE", "File holding ADMIN-TOKEN."),
+    ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
 ]
 
 
@@ -160,6 +168,13 @@ class HbbsConfig:
         self.ws_endpoint = settings.get("LISTEN-WS") or self._tcp(self.port + 2, interface)
         self.console_endpoint = settings.get("CONSOLE") or "unix:" + os.path.join(
             self.data_dir, "hbbs-console.sock").replace(":", "\\:") + ":mode=600:lockfile=1"
+        self.admin_endpoint = settings.get("ADMIN") or adminweb.default_endpoint(self.port)
+        self.admin_token = settings.get("ADMIN-TOKEN") or None
+        self.admin_warning = adminweb.check_exposure(self.admin_endpoint, self.admin_token)
+        try:
+            self.log_format = logs.check_format(settings.get("LOG-FORMAT"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         udp = settings.get("LISTEN-UDP") or str(self.port)
         host, _, port = udp.rpartition(":")
         try:
@@ -282,6 +297,9 @@ class HbbsService(service.MultiService):
                 config.max_frame, reactor)),
             (config.console_endpoint, console),
         ]
+        if config.admin_endpoint != "off":
+            listeners.append((config.admin_endpoint, adminweb.hbbs_site(
+                self, _RelayProbe(reactor), reactor, config.admin_token)))
         for description, factory in listeners:
             try:
                 endpoint = serverFromString(reactor, description)
@@ -323,7 +341,8 @@ class HbbsService(service.MultiService):
         for what, endpoint in (("tcp rendezvous", config.tcp_endpoint),
                                ("tcp NAT test / online", config.nat_endpoint),
                                ("websocket", config.ws_endpoint),
-                               ("console", config.console_endpoint)):
+                               ("console", config.console_endpoint),
+                               ("admin http", config.admin_endpoint)):
             log.info("Listening on {what} {endpoint}", what=what, endpoint=endpoint,
                      event="banner")
         log.info("Relay servers: {relays}", relays=",".join(config.relays) or
@@ -332,6 +351,8 @@ class HbbsService(service.MultiService):
             log.info("Announcing relay uuids to {endpoint}", endpoint=endpoint, event="banner")
         if config.always_use_relay:
             log.info("ALWAYS_USE_RELAY=Y", event="banner")
+        if config.admin_warning:
+            log.warn("{warning}", warning=config.admin_warning, event="banner")
 
     def stopService(self):
         d = super().stopService()
@@ -366,15 +387,20 @@ def makeService(options, reactor=None):
         config = build_config(options)
     except ConfigError as e:
         raise SystemExit(f"rustdesk-hbbs: {e}")
-    return _Fatal(HbbsService(config, reactor))
+    return _Fatal(HbbsService(config, reactor), config.log_format)
 
 
 class _Fatal(service.MultiService):
     """Turns a startup error into a one-line message and exit status 1 under twistd."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, log_format="text"):
         super().__init__()
+        self.log_format = log_format
         inner.setServiceParent(self)
+
+    def setServiceParent(self, parent):
+        logs.use_format(parent, self.log_format)
+        super().setServiceParent(parent)
 
     def startService(self):
         try:

@@ -70,8 +70,16 @@ class RendezvousWebSocketFactory:
         if not self.limits.admit(protocol.limit_host):
             protocol.limit_host = None
             request.transport.abortConnection()
+            return protocol
+        self._count("websocket_opened")
         return protocol
 
     def connection_closed(self, protocol):
         if protocol.limit_host is not None:
             self.limits.release(protocol.limit_host)
+            self._count("websocket_closed")
+
+    def _count(self, name):
+        """Per connection, not per message: metrics read ``opened - closed`` at scrape time."""
+        counters = self.server.counters
+        counters[name] = counters.get(name, 0) + 1

@@ -164,6 +164,23 @@ def hbbr_licence(option, directory):
     return option
 
 
+def relay_key_conflict(licence, directory):
+    """Why hbbr's key differs from hbbs's ``id_ed25519`` in the shared directory, or None.
+
+    Only a licence that is a public key can be compared; a mismatch would make
+    every relayed connection fail silently (USERS.md 1.1), so hbbr refuses it.
+    """
+    given = decode_public(licence) if licence else None
+    if given is None:
+        return None
+    secret = load_keypair(directory)
+    if secret is None or secret[32:] == given:
+        return None
+    return (f"hbbr key {fingerprint(given)} differs from hbbs's key {fingerprint(secret[32:])} "
+            f"in {os.path.join(directory, SECRET_FILE)}; clients configured with one fail on "
+            "the other. Use -k - (read the shared key) or the same key for both.")
+
+
 def sign_id_pk(signing, peer_id, pk):
     """hbbs's signature over ``IdPk{id, pk}`` (section 6.1): 64-byte signature then IdPk."""
     idpk = message_pb2.IdPk(id=peer_id, pk=pk).SerializeToString()

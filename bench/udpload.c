@@ -1,0 +1,268 @@
+/* UDP registration load generator for an hbbs-compatible server, compiled by bench/.
+ *
+ *   udpload pk   HOST PORT PREFIX COUNT SOCKETS RATE
+ *   udpload peer HOST PORT PREFIX COUNT SOCKETS SECONDS RATE[,RATE...]
+ *   udpload echo PORT      (the C ceiling: answers every datagram with 3a 00)
+ *
+ * Peer i has the id PREFIX<i> and always sends from socket i % SOCKETS, so its
+ * registered address stays the same.  When HOST is a 127.x address, socket s
+ * is bound to 127.2.(s/250).(s%250+1): each simulated machine has its own source
+ * IP as well as its own port, so per-IP limits of the server are not what is
+ * measured.
+ *
+ * pk:   RegisterPk{id, uuid(16), pk(32)} once per id, at RATE/s (then a 1 s drain).
+ * peer: RegisterPeer{id, serial: 3} round-robin over the ids at each RATE for
+ *       SECONDS (SECONDS 0: exactly COUNT datagrams, one per id), each step
+ *       followed by a 0.3 s drain; a datagram not answered by then is lost.
+ *
+ * One sender thread paces by the clock; one receiver thread takes the replies
+ * from every socket (epoll).  One line per step:
+ *   rate=R sent=S answered=A request_pk=P lost_pct=L seconds=T gen_cpu=C
+ * gen_cpu is this process's CPU time over the step's wall time, in cores.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static int *sockets;
+static int socket_count;
+static struct sockaddr_in server;
+static atomic_ullong answered, request_pk;
+static atomic_int stopping;
+
+static void die(const char *what) {
+    perror(what);
+    exit(2);
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double cpu_now(void) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
+           usage.ru_stime.tv_usec / 1e6;
+}
+
+static void pause_for(double seconds) {
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static size_t put_varint(unsigned char *out, unsigned long long value) {
+    size_t at = 0;
+    do {
+        out[at] = value & 0x7f;
+        value >>= 7;
+        if (value) out[at] |= 0x80;
+        at++;
+    } while (value);
+    return at;
+}
+
+static size_t put_bytes(unsigned char *out, unsigned tag, const void *data, size_t length) {
+    size_t at = 0;
+    out[at++] = (unsigned char)tag;
+    at += put_varint(out + at, length);
+    memcpy(out + at, data, length);
+    return at + length;
+}
+
+/* RendezvousMessage{register_peer(6){id(1), serial(2): 3}} */
+static size_t register_peer(unsigned char *out, const char *id) {
+    unsigned char inner[128];
+    size_t length = put_bytes(inner, 0x0a, id, strlen(id));
+    inner[length++] = 0x10;
+    inner[length++] = 3;
+    return put_bytes(out, 0x32, inner, length);
+}
+
+/* RendezvousMessage{register_pk(15){id(1), uuid(2), pk(3)}} */
+static size_t register_pk(unsigned char *out, const char *id, unsigned long long i) {
+    unsigned char inner[256], uuid[16], pk[32];
+    for (int k = 0; k < 16; k++) uuid[k] = (unsigned char)((i >> (8 * (k % 8))) ^ (0x5a + k));
+    for (int k = 0; k < 32; k++) pk[k] = (unsigned char)((i >> (8 * (k % 8))) ^ (0xa5 + 3 * k));
+    size_t length = put_bytes(inner, 0x0a, id, strlen(id));
+    length += put_bytes(inner + length, 0x12, uuid, sizeof uuid);
+    length += put_bytes(inner + length, 0x1a, pk, sizeof pk);
+    out[0] = 0x7a;
+    size_t at = 1 + put_varint(out + 1, length);
+    memcpy(out + at, inner, length);
+    return at + length;
+}
+
+static void *receiver(void *arg) {
+    int epoll = (int)(long)arg;
+    struct epoll_event events[256];
+    unsigned char buffer[2048];
+    while (!atomic_load(&stopping)) {
+        int ready = epoll_wait(epoll, events, 256, 50);
+        for (int e = 0; e < ready; e++) {
+            int fd = events[e].data.fd;
+            for (;;) {
+                ssize_t n = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
+                if (n < 0) break;
+                /* RegisterPeerResponse{request_pk: true} is 3a 02 10 01; every
+                 * RegisterPeerResponse and RegisterPkResponse is an answer. */
+                if (n >= 2 && (buffer[0] == 0x3a || (buffer[0] == 0x82 && buffer[1] == 0x01))) {
+                    atomic_fetch_add(&answered, 1);
+                    if (buffer[0] == 0x3a && n == 4 && buffer[3] == 1)
+                        atomic_fetch_add(&request_pk, 1);
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+static void open_sockets(int count, const char *host) {
+    int loopback = strncmp(host, "127.", 4) == 0;
+    sockets = calloc(count, sizeof *sockets);
+    socket_count = count;
+    int epoll = epoll_create1(0);
+    for (int s = 0; s < count; s++) {
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+        if (fd < 0) die("socket");
+        struct sockaddr_in local = {.sin_family = AF_INET};
+        local.sin_addr.s_addr =
+            loopback ? htonl((127u << 24) | (2u << 16) | ((unsigned)(s / 250) << 8) | (s % 250 + 1))
+                     : htonl(INADDR_ANY);
+        if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) die("bind");
+        struct epoll_event event = {.events = EPOLLIN, .data.fd = fd};
+        if (epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) < 0) die("epoll_ctl");
+        sockets[s] = fd;
+    }
+    pthread_t thread;
+    pthread_create(&thread, NULL, receiver, (void *)(long)epoll);
+    pthread_detach(thread);
+}
+
+/* Send `total` datagrams (or for `seconds` when total is 0) at `rate`; print the step line. */
+static void step(int pk, const char *prefix, unsigned long long count, double rate, double seconds,
+                 unsigned long long total, double drain) {
+    unsigned char datagram[512];
+    char id[96];
+    unsigned long long before_answered = atomic_load(&answered);
+    unsigned long long before_pk = atomic_load(&request_pk);
+    double cpu_start = cpu_now(), start = now(), elapsed = 0;
+    unsigned long long sent = 0, next = 0;
+    for (;;) {
+        elapsed = now() - start;
+        if (total ? sent >= total : elapsed >= seconds) break;
+        unsigned long long due = (unsigned long long)(elapsed * rate) + 1;
+        if (sent >= due) {
+            pause_for(0.0002);
+            continue;
+        }
+        while (sent < due && (total == 0 || sent < total)) {
+            unsigned long long i = next;
+            next = next + 1 == count ? 0 : next + 1;
+            snprintf(id, sizeof id, "%s%llu", prefix, i);
+            size_t length = pk ? register_pk(datagram, id, i) : register_peer(datagram, id);
+            int fd = sockets[i % (unsigned long long)socket_count];
+            if (sendto(fd, datagram, length, 0, (struct sockaddr *)&server, sizeof server) < 0 &&
+                errno != EAGAIN && errno != ECONNREFUSED)
+                die("sendto");
+            sent++;
+        }
+    }
+    double sending = now() - start;
+    pause_for(drain);
+    double wall = now() - start;
+    unsigned long long got = atomic_load(&answered) - before_answered;
+    unsigned long long asked = atomic_load(&request_pk) - before_pk;
+    double lost = sent ? 100.0 * (double)(sent > got ? sent - got : 0) / (double)sent : 0;
+    printf("rate=%.0f sent=%llu answered=%llu request_pk=%llu lost_pct=%.4f seconds=%.3f "
+           "achieved=%.0f gen_cpu=%.3f\n",
+           rate, sent, got, asked, lost, sending, sent / sending, (cpu_now() - cpu_start) / wall);
+    fflush(stdout);
+}
+
+/* The ceiling: one thread answering every datagram with RegisterPeerResponse{} (3a 00),
+ * 64 datagrams per recvmmsg/sendmmsg.  Runs until killed; prints "ready". */
+static _Noreturn void echo_server(int port) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) die("socket");
+    int size = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(port)};
+    local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) die("bind");
+    printf("ready\n");
+    fflush(stdout);
+    enum { BATCH = 64 };
+    static unsigned char buffers[BATCH][2048];
+    static const unsigned char reply[2] = {0x3a, 0x00};
+    struct mmsghdr in[BATCH], out[BATCH];
+    struct iovec in_iov[BATCH], out_iov[BATCH];
+    struct sockaddr_in peers[BATCH];
+    for (;;) {
+        for (int k = 0; k < BATCH; k++) {
+            in_iov[k] = (struct iovec){buffers[k], sizeof buffers[k]};
+            in[k].msg_hdr = (struct msghdr){.msg_name = &peers[k], .msg_namelen = sizeof peers[k],
+                                            .msg_iov = &in_iov[k], .msg_iovlen = 1};
+        }
+        int n = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die("recvmmsg");
+        }
+        for (int k = 0; k < n; k++) {
+            out_iov[k] = (struct iovec){(void *)reply, sizeof reply};
+            out[k].msg_hdr = (struct msghdr){.msg_name = &peers[k], .msg_namelen = in[k].msg_hdr.msg_namelen,
+                                             .msg_iov = &out_iov[k], .msg_iovlen = 1};
+        }
+        sendmmsg(fd, out, n, 0);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "echo") == 0) echo_server(atoi(argv[2]));
+    int pk = argc == 8 && strcmp(argv[1], "pk") == 0;
+    int peer = argc == 9 && strcmp(argv[1], "peer") == 0;
+    if (!pk && !peer) {
+        fprintf(stderr, "usage: udpload pk HOST PORT PREFIX COUNT SOCKETS RATE\n"
+                        "       udpload peer HOST PORT PREFIX COUNT SOCKETS SECONDS RATE[,RATE...]\n");
+        return 2;
+    }
+    const char *host = argv[2], *prefix = argv[4];
+    server.sin_family = AF_INET;
+    server.sin_port = htons(atoi(argv[3]));
+    if (inet_pton(AF_INET, host, &server.sin_addr) != 1) {
+        fprintf(stderr, "udpload: HOST must be an IPv4 address\n");
+        return 2;
+    }
+    unsigned long long count = strtoull(argv[5], NULL, 10);
+    int socket_total = atoi(argv[6]);
+    if (count < 1 || socket_total < 1 || socket_total > 60000) {
+        fprintf(stderr, "udpload: COUNT >= 1 and 1..60000 SOCKETS\n");
+        return 2;
+    }
+    if ((unsigned long long)socket_total > count) socket_total = (int)count;
+    open_sockets(socket_total, host);
+    if (pk) {
+        step(1, prefix, count, atof(argv[7]), 0, count, 1.0);
+    } else {
+        double seconds = atof(argv[7]);
+        for (char *rate = strtok(argv[8], ","); rate; rate = strtok(NULL, ","))
+            step(0, prefix, count, atof(rate), seconds, seconds > 0 ? 0 : count, 0.3);
+    }
+    atomic_store(&stopping, 1);
+    return 0;
+}

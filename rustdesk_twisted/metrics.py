@@ -1,0 +1,139 @@
+"""Prometheus metrics of hbbs and hbbr, read from the servers' own counters at scrape time.
+
+The hot paths only bump plain ints and dict entries (``RendezvousServer.counters``,
+``RelayServer.counters``, ``IpBlocker.blocked``...); these collectors turn
+them into metric families when Prometheus asks, so a registration costs no
+more with metrics on than off (PERF-NOTES.md).
+"""
+
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    SummaryMetricFamily,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+PUNCH_PREFIX = "punch_"
+RELAY_PREFIX = "relay_"
+REGISTRATIONS = ("register_peer", "register_pk")
+WEBSOCKET = ("websocket_opened", "websocket_closed")
+
+
+def _counter(name, doc, labels=(), samples=()):
+    family = CounterMetricFamily(name, doc, labels=list(labels))
+    for values, value in samples:
+        family.add_metric(list(values), value)
+    return family
+
+
+def _gauge(name, doc, value):
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class HbbsCollector:
+    """hbbs: peers, registrations, punch and relay requests, limits, WebSocket, database.
+
+    ``service`` is a started ``HbbsService`` (its ``server`` and ``store``),
+    ``clock`` gives ``now`` for the online count.
+    """
+
+    def __init__(self, service, clock):
+        self.service = service
+        self.clock = clock
+
+    def collect(self):
+        server = self.service.server
+        if server is None:
+            return
+        registry = server.registry
+        counters = dict(server.counters)
+        yield _gauge("rustdesk_hbbs_peers_registered", "Peers known (memory and database).",
+                     len(registry.peers))
+        yield _gauge("rustdesk_hbbs_peers_online",
+                     "Peers registered in the last 30 s or holding a TCP/WebSocket registration.",
+                     registry.online_count(self.clock.seconds()))
+        yield _counter("rustdesk_hbbs_registrations", "Registrations answered, by message.",
+                       ["kind"], (((kind,), counters.pop(kind, 0)) for kind in REGISTRATIONS))
+        punch, relay = [], []
+        for name in sorted(counters):
+            if name.startswith(PUNCH_PREFIX):
+                punch.append(((name[len(PUNCH_PREFIX):],), counters[name]))
+            elif name.startswith(RELAY_PREFIX):
+                relay.append(((name[len(RELAY_PREFIX):],), counters[name]))
+        yield _counter("rustdesk_hbbs_punch_requests",
+                       "PunchHoleRequests by outcome (punch_hole and fetch_local_addr were "
+                       "forwarded; the others are the failure sent back).", ["outcome"], punch)
+        yield _counter("rustdesk_hbbs_relay_requests", "RequestRelay by outcome.", ["outcome"],
+                       relay)
+        answers = [((name.rsplit("_", 1)[0], name.rsplit("_", 1)[1]), counters[name])
+                   for name in sorted(counters)
+                   if name.endswith(("_delivered", "_unclaimed"))]
+        yield _counter("rustdesk_hbbs_answers",
+                       "B's answers (punch_hole_response, relay_response) by whether A was "
+                       "still waiting.", ["kind", "result"], answers)
+        limits = (("ip_per_minute_or_ids_per_day", registry.ip_blocker.blocked),
+                  ("registrations_per_id", registry.throttled))
+        yield _counter("rustdesk_hbbs_rate_limit_hits", "Registrations refused TOO_FREQUENT.",
+                       ["limit"], (((name,), value) for name, value in limits))
+        opened = counters.get(WEBSOCKET[0], 0)
+        yield _counter("rustdesk_hbbs_websocket_connections", "WebSocket connections accepted.",
+                       samples=[((), opened)])
+        yield _gauge("rustdesk_hbbs_websocket_connections_open", "WebSocket connections open.",
+                     opened - counters.get(WEBSOCKET[1], 0))
+        yield _gauge("rustdesk_hbbs_relays_active", "Configured relays currently usable.",
+                     len(server.relays.active))
+        yield _gauge("rustdesk_hbbs_relays_configured", "Relays configured.",
+                     len(server.relays.configured))
+        store = self.service.store
+        if store is not None:
+            yield SummaryMetricFamily(
+                "rustdesk_hbbs_db_write_seconds", "Time of one batched database commit.",
+                count_value=store.writes, sum_value=store.write_seconds)
+            yield _gauge("rustdesk_hbbs_db_pending_ops", "Database writes queued, not committed.",
+                         store.pending)
+            yield _counter("rustdesk_hbbs_db_failed_ops", "Database writes dropped.",
+                           samples=[((), store.failed_ops)])
+
+
+class HbbrCollector:
+    """hbbr: sessions, bytes, throttling and refusals of a started ``HbbrService``."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def collect(self):
+        relay = self.service.relay
+        if relay is None:
+            return
+        counters = relay.counters
+        active = list(relay.sessions)
+        yield _gauge("rustdesk_hbbr_sessions_active", "Paired relay sessions now.", len(active))
+        yield _gauge("rustdesk_hbbr_pending", "Relay requests waiting for their partner.",
+                     len(relay.pending))
+        yield _counter("rustdesk_hbbr_sessions", "Relay sessions paired.",
+                       samples=[((), counters.get("sessions", 0))])
+        live_bytes = sum(s.first.received + s.second.received for s in active)
+        yield _counter("rustdesk_hbbr_relayed_bytes",
+                       "Bytes relayed (ended sessions plus the running ones so far).",
+                       samples=[((), counters.get("bytes", 0) + live_bytes)])
+        yield _counter("rustdesk_hbbr_throttled_sessions",
+                       "Sessions that a bandwidth limit slowed down.",
+                       samples=[((), counters.get("throttled", 0))])
+        refused = [((name[len("refused_"):],), value) for name, value in sorted(counters.items())
+                   if name.startswith("refused_")]
+        yield _counter("rustdesk_hbbr_refused", "Connections refused, by reason (licence key "
+                       "mismatch is an authentication failure).", ["reason"], refused)
+
+
+def registry_for(*collectors):
+    """A registry of our collectors only (no process-global default registry)."""
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        registry.register(collector)
+    return registry
+
+
+def exposition(registry):
+    """The body of a scrape, in the text format of ``CONTENT_TYPE_LATEST``."""
+    return generate_latest(registry)
