@@ -169,7 +169,7 @@ def start_hbbs(*extra, directory=None, timeout=120.0):
     """Our hbbs on 127.0.0.1: (server, "127.0.0.1:PORT", licence key)."""
     port = free_port_block((-1, 0, 2))
     server = Server("rustdesk-hbbs", ["-p", str(port), "-b", "127.0.0.1", "--admin", "off",
-                                      "--console", "off", *extra],
+                                      *extra],
                     b"Relay servers", directory, timeout)
     found = re.search(rb"Key: (\S+)", server.output)
     return server, f"127.0.0.1:{port}", found.group(1).decode() if found else ""

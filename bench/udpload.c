@@ -15,8 +15,9 @@
  *       SECONDS (SECONDS 0: exactly COUNT datagrams, one per id), each step
  *       followed by a 0.3 s drain; a datagram not answered by then is lost.
  *
- * One sender thread paces by the clock; one receiver thread takes the replies
- * from every socket (epoll).  One line per step:
+ * UDPLOAD_SENDERS (default 2) sender threads pace by the clock, each owning a
+ * share of the ids; one receiver thread takes the replies from every socket
+ * (epoll, recvmmsg).  One line per step:
  *   rate=R sent=S answered=A request_pk=P lost_pct=L seconds=T gen_cpu=C
  * gen_cpu is this process's CPU time over the step's wall time, in cores.
  */
@@ -109,24 +110,32 @@ static size_t register_pk(unsigned char *out, const char *id, unsigned long long
 
 static void *receiver(void *arg) {
     int epoll = (int)(long)arg;
-    struct epoll_event events[256];
-    unsigned char buffer[2048];
+    enum { BATCH = 32 };
+    struct epoll_event events[1024];
+    static unsigned char buffers[BATCH][64];
+    struct mmsghdr messages[BATCH];
+    struct iovec iov[BATCH];
     while (!atomic_load(&stopping)) {
-        int ready = epoll_wait(epoll, events, 256, 50);
+        int ready = epoll_wait(epoll, events, 1024, 50);
         for (int e = 0; e < ready; e++) {
-            int fd = events[e].data.fd;
-            for (;;) {
-                ssize_t n = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
-                if (n < 0) break;
+            for (int k = 0; k < BATCH; k++) {
+                iov[k] = (struct iovec){buffers[k], sizeof buffers[k]};
+                messages[k].msg_hdr = (struct msghdr){.msg_iov = &iov[k], .msg_iovlen = 1};
+            }
+            int n = recvmmsg(events[e].data.fd, messages, BATCH, MSG_DONTWAIT, NULL);
+            for (int k = 0; k < n; k++) {
+                const unsigned char *b = buffers[k];
+                unsigned length = messages[k].msg_len;
                 /* RegisterPeerResponse{request_pk: true} is 3a 02 10 01; every
                  * RegisterPeerResponse and RegisterPkResponse is an answer. */
-                if (n >= 2 && (buffer[0] == 0x3a || (buffer[0] == 0x82 && buffer[1] == 0x01))) {
+                if (length >= 2 && (b[0] == 0x3a || (b[0] == 0x82 && b[1] == 0x01))) {
                     atomic_fetch_add(&answered, 1);
-                    if (buffer[0] == 0x3a && n == 4 && buffer[3] == 1)
-                        atomic_fetch_add(&request_pk, 1);
+                    if (b[0] == 0x3a && length == 4 && b[3] == 1) atomic_fetch_add(&request_pk, 1);
                 }
             }
         }
+        /* Let replies gather: fewer wake-ups and more datagrams per recvmmsg. */
+        if (ready > 0) pause_for(0.0005);
     }
     return NULL;
 }
@@ -153,34 +162,63 @@ static void open_sockets(int count, const char *host) {
     pthread_detach(thread);
 }
 
-/* Send `total` datagrams (or for `seconds` when total is 0) at `rate`; print the step line. */
-static void step(int pk, const char *prefix, unsigned long long count, double rate, double seconds,
-                 unsigned long long total, double drain) {
+struct sender_job {
+    int pk, index, senders;
+    const char *prefix;
+    unsigned long long count, total, sent;
+    double rate, seconds;
+};
+
+/* Sender `index` of `senders` owns the ids i with i % senders == index. */
+static void *sender(void *arg) {
+    struct sender_job *job = arg;
     unsigned char datagram[512];
     char id[96];
-    unsigned long long before_answered = atomic_load(&answered);
-    unsigned long long before_pk = atomic_load(&request_pk);
-    double cpu_start = cpu_now(), start = now(), elapsed = 0;
-    unsigned long long sent = 0, next = 0;
+    double start = now(), rate = job->rate / job->senders;
+    unsigned long long total = job->total, sent = 0, next = job->index;
+    if (total) total = total / job->senders + ((unsigned long long)job->index < total % job->senders);
     for (;;) {
-        elapsed = now() - start;
-        if (total ? sent >= total : elapsed >= seconds) break;
+        double elapsed = now() - start;
+        if (total ? sent >= total : elapsed >= job->seconds) break;
         unsigned long long due = (unsigned long long)(elapsed * rate) + 1;
         if (sent >= due) {
             pause_for(0.0002);
             continue;
         }
-        while (sent < due && (total == 0 || sent < total)) {
+        for (int burst = 0; burst < 64 && sent < due && (total == 0 || sent < total); burst++) {
             unsigned long long i = next;
-            next = next + 1 == count ? 0 : next + 1;
-            snprintf(id, sizeof id, "%s%llu", prefix, i);
-            size_t length = pk ? register_pk(datagram, id, i) : register_peer(datagram, id);
+            next += job->senders;
+            if (next >= job->count) next = job->index;
+            snprintf(id, sizeof id, "%s%llu", job->prefix, i);
+            size_t length = job->pk ? register_pk(datagram, id, i) : register_peer(datagram, id);
             int fd = sockets[i % (unsigned long long)socket_count];
             if (sendto(fd, datagram, length, 0, (struct sockaddr *)&server, sizeof server) < 0 &&
-                errno != EAGAIN && errno != ECONNREFUSED)
+                errno != EAGAIN && errno != ECONNREFUSED && errno != ENOBUFS)
                 die("sendto");
             sent++;
         }
+    }
+    job->sent = sent;
+    return NULL;
+}
+
+/* Send `total` datagrams (or for `seconds` when total is 0) at `rate`; print the step line. */
+static void step(int pk, const char *prefix, unsigned long long count, double rate, double seconds,
+                 unsigned long long total, double drain, int senders) {
+    unsigned long long before_answered = atomic_load(&answered);
+    unsigned long long before_pk = atomic_load(&request_pk);
+    double cpu_start = cpu_now(), start = now();
+    struct sender_job jobs[16];
+    pthread_t threads[16];
+    if ((unsigned long long)senders > count) senders = (int)count;
+    for (int t = 0; t < senders; t++) {
+        jobs[t] = (struct sender_job){pk, t, senders, prefix, count, total, 0, rate, seconds};
+        pthread_create(&threads[t], NULL, sender, &jobs[t]);
+    }
+    unsigned long long sent = 0;
+    for (int t = 0; t < senders; t++) {
+        pthread_join(threads[t], NULL);
+        sent += jobs[t].sent;
     }
     double sending = now() - start;
     pause_for(drain);
@@ -256,12 +294,15 @@ int main(int argc, char **argv) {
     }
     if ((unsigned long long)socket_total > count) socket_total = (int)count;
     open_sockets(socket_total, host);
+    const char *threads = getenv("UDPLOAD_SENDERS");
+    int senders = threads ? atoi(threads) : 2;
+    if (senders < 1 || senders > 16) senders = 2;
     if (pk) {
-        step(1, prefix, count, atof(argv[7]), 0, count, 1.0);
+        step(1, prefix, count, atof(argv[7]), 0, count, 1.0, 1);
     } else {
         double seconds = atof(argv[7]);
         for (char *rate = strtok(argv[8], ","); rate; rate = strtok(NULL, ","))
-            step(0, prefix, count, atof(rate), seconds, seconds > 0 ? 0 : count, 0.3);
+            step(0, prefix, count, atof(rate), seconds, seconds > 0 ? 0 : count, 0.3, senders);
     }
     atomic_store(&stopping, 1);
     return 0;

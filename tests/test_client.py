@@ -13,7 +13,8 @@ from rustdesk_twisted.client.rendezvous import (
     relay_destination,
     split_host_port,
 )
-from rustdesk_twisted.hbbr.protocols import RelaySite, TcpRelayFactory, parse_networks
+from rustdesk_twisted.hbbr.protocols import TcpRelayFactory, relay_site
+from rustdesk_twisted.wire.websocket import TrustedProxies
 from rustdesk_twisted.hbbr.server import RelayServer
 from rustdesk_twisted.wire import keys
 from rustdesk_twisted.wire import rendezvous_pb2 as pb
@@ -34,7 +35,7 @@ class RelayedScenario(Scenario):
         self.relay = RelayServer(self.clock, licence=KEY)
         host = self.network.add_host(RELAY_IP)
         host.listen_tcp(21117, TcpRelayFactory(self.relay))
-        host.listen_tcp(21119, RelaySite(self.relay, parse_networks("127.0.0.1")))
+        host.listen_tcp(21119, relay_site(self.relay, TrustedProxies(["127.0.0.1"])))
 
     def controlled(self, *args, **options):
         options.setdefault("key", KEY)

@@ -5,7 +5,6 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from rustdesk_twisted.hbbr.lists import AddressList
-from rustdesk_twisted.hbbr.protocols import forwarded_address, parse_networks
 
 from .test_hbbr_support import Harness, frame_request
 
@@ -60,20 +59,3 @@ class EnforcementTests(SynchronousTestCase):
         h.reactor.pump([1])
         [session] = h.server.sessions
         self.assertTrue(session.meter.capped)
-
-
-class ForwardedAddressTests(SynchronousTestCase):
-    trusted = parse_networks("127.0.0.0/8,::1")
-
-    def test_trusted_proxy_header(self):
-        self.assertEqual(forwarded_address("127.0.0.1", 5000, "8.8.8.8", self.trusted),
-                         ("8.8.8.8", 0))
-        self.assertEqual(forwarded_address("::1", 5000, "2001:db8::1", self.trusted),
-                         ("2001:db8::1", 0))
-
-    def test_untrusted_or_malformed_header_ignored(self):
-        self.assertEqual(forwarded_address("203.0.113.5", 1, "8.8.8.8", self.trusted),
-                         ("203.0.113.5", 1))
-        for header in ("8.8.8.8, 1.1.1.1", "8.8.8.8:80", "::ffff:1.2.3.4", None):
-            self.assertEqual(forwarded_address("127.0.0.1", 1, header, self.trusted),
-                             ("127.0.0.1", 1))

@@ -8,7 +8,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.test import iosim
 from twisted.web.websocket import WebSocketClientEndpoint
 
-from rustdesk_twisted.hbbr.protocols import RelaySite, TcpRelayFactory, parse_networks
+from rustdesk_twisted.hbbr.protocols import TcpRelayFactory, relay_site
+from rustdesk_twisted.wire.websocket import TrustedProxies
 from rustdesk_twisted.hbbr.server import RelayServer
 from rustdesk_twisted.wire.framing import encode_frame
 from rustdesk_twisted.wire.messages import wrap
@@ -84,7 +85,7 @@ class Harness:
         self.server = RelayServer(self.reactor, **server_options)
         self.server.start()
         self.tcp_factory = TcpRelayFactory(self.server)
-        self.site = RelaySite(self.server, parse_networks(trusted))
+        self.site = relay_site(self.server, TrustedProxies(trusted.split(",")))
         self.pumps = []
         self._port = 40000
 

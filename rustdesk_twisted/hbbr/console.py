@@ -6,9 +6,7 @@ working directory by default).  One read of at most 1024 bytes within one
 second, one reply, close.  Outputs are byte-exact with the official ones (G25).
 """
 
-from twisted.internet.protocol import Factory, Protocol
-
-from ..wire.addr_mangle import is_loopback
+from ..textconsole import ConsoleFactory
 from .bandwidth import MBIT, mbit_text, parse_positive, rust_float
 
 HELP = "".join(line + "\n" for line in (
@@ -25,9 +23,6 @@ HELP = "".join(line + "\n" for line in (
     "single-bandwidth(sb) [value(Mb/s)]",
     "usage(u)",
 ))
-
-READ_LIMIT = 1024
-READ_TIMEOUT = 1.0
 
 
 def _edit_list(address_list, argument, adding):
@@ -106,43 +101,7 @@ def run_command(server, text):
     return ""
 
 
-class ConsoleProtocol(Protocol):
-    def __init__(self, server):
-        self.server = server
-        self._timeout = None
-
-    def connectionMade(self):
-        peer = self.transport.getPeer()
-        host = getattr(peer, "host", None)
-        if isinstance(host, str) and not is_loopback(host):
-            self.transport.loseConnection()
-            return
-        self._timeout = self.server.clock.callLater(READ_TIMEOUT, self.transport.abortConnection)
-
-    def dataReceived(self, data):
-        if self._timeout is None:
-            return
-        self._timeout.cancel()
-        self._timeout = None
-        try:
-            text = data[:READ_LIMIT].decode("utf-8")
-        except UnicodeDecodeError:
-            self.transport.loseConnection()
-            return
-        self.transport.write(run_command(self.server, text).encode("utf-8"))
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason):
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
-        self._timeout = None
-
-
-class ConsoleFactory(Factory):
-    noisy = False
-
-    def __init__(self, server):
-        self.server = server
-
-    def buildProtocol(self, addr):
-        return ConsoleProtocol(self.server)
+def console_factory(server):
+    """The hbbr console on the shared one-read transport; a TCP console admits loopback only."""
+    return ConsoleFactory(lambda text: run_command(server, text), server.clock,
+                          loopback_only=True)

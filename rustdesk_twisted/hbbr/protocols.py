@@ -7,19 +7,14 @@ Everything about pairing and policy lives in the server; these classes only
 frame, parse and count.
 """
 
-import ipaddress
-
 from wsproto.utilities import LocalProtocolError
 
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from twisted.web.websocket import WebSocketResource
 
-from ..wire.addr_mangle import try_into_v4
 from ..wire.framing import FrameDecoder, FrameTooLarge, encode_header
 from ..wire.messages import parse
+from ..wire.websocket import client_address, websocket_site
 from .pipe import Reader
 
 FIRST_FRAME_MAX = 64 * 1024
@@ -278,34 +273,6 @@ class WsRelayProtocol:
             self.server.lost(self, _describe(reason))
 
 
-def parse_networks(text):
-    """``--trusted-proxies``: comma-separated addresses or CIDRs."""
-    return [ipaddress.ip_network(item.strip(), strict=False)
-            for item in text.split(",") if item.strip()]
-
-
-def forwarded_address(host, port, header, trusted):
-    """The client address a trusted reverse proxy reports (PROTOCOL.md 4.7).
-
-    The header is honoured only when the TCP peer is a trusted proxy, and
-    parsed as the official server does: a dotted value must be an IPv4
-    literal, any other an IPv6 literal; the port becomes 0.  Anything else
-    keeps the TCP peer address.
-    """
-    if header is None or not trusted:
-        return (host, port)
-    try:
-        peer_ip = ipaddress.ip_address(try_into_v4(host).split("%", 1)[0])
-        claimed = ipaddress.ip_address(header)
-    except ValueError:
-        return (host, port)
-    if not any(peer_ip in network for network in trusted):
-        return (host, port)
-    if ("." in header) != (claimed.version == 4):
-        return (host, port)
-    return (header, 0)
-
-
 class WsRelayFactory:
     """Builds a :class:`WsRelayProtocol` per upgraded request."""
 
@@ -314,41 +281,10 @@ class WsRelayFactory:
         self.trusted = trusted
 
     def buildProtocol(self, request):
-        address = request.getClientAddress()
-        host, port = getattr(address, "host", ""), getattr(address, "port", 0)
-        header = request.getHeader("x-real-ip") or request.getHeader("x-forwarded-for")
-        return WsRelayProtocol(self.server, forwarded_address(host, port, header, self.trusted))
+        return WsRelayProtocol(self.server, client_address(request, self.trusted))
 
 
-class AnyPath(Resource):
-    """Every request path leads to the WebSocket resource (clients use /, /ws/relay, ...)."""
-
-    def __init__(self, websocket):
-        super().__init__()
-        self._websocket = websocket
-
-    def getChild(self, path, request):
-        return self._websocket
-
-    def render(self, request):
-        return self._websocket.render(request)
-
-
-class RelaySite(Site):
+def relay_site(server, trusted, reactor=None):
     """The WebSocket listener; refuses blocklisted TCP peers before any HTTP."""
-
-    noisy = False
-
-    def __init__(self, server, trusted):
-        websocket = WebSocketResource(WsRelayFactory(server, trusted))
-        websocket.isLeaf = True
-        super().__init__(AnyPath(websocket), timeout=30)
-        self.server = server
-
-    def buildProtocol(self, addr):
-        if not self.server.admit(getattr(addr, "host", "")):
-            return None
-        return super().buildProtocol(addr)
-
-    def log(self, request):
-        """No per-request access log: the relay logs its own events."""
+    return websocket_site(WsRelayFactory(server, trusted), RELAY_FRAME_MAX, reactor,
+                          admit=server.admit)

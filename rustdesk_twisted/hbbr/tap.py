@@ -20,6 +20,7 @@ from twisted.python import usage
 from .. import __version__, adminweb, logs
 from ..config import ConfigError, Settings, read_env_file
 from ..wire.announce import announce_key
+from ..wire.websocket import TrustedProxies
 from ..wire.keys import (
     fingerprint,
     hbbr_licence,
@@ -29,9 +30,9 @@ from ..wire.keys import (
 from . import splice
 from .announce import AllowedUuids, AnnounceFactory
 from .bandwidth import BandwidthPolicy
-from .console import ConsoleFactory
+from .console import console_factory
 from .lists import AddressList
-from .protocols import RelaySite, TcpRelayFactory, parse_networks
+from .protocols import TcpRelayFactory, relay_site
 from .server import RelayServer
 
 DEFAULT_PORT = 21117
@@ -87,7 +88,7 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         try:
-            self["trusted-proxies"] = parse_networks(self["trusted-proxies"])
+            self["trusted-proxies"] = TrustedProxies(self["trusted-proxies"].split(","))
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxies: {e}") from None
 
@@ -198,10 +199,10 @@ class HbbrService(MultiService):
         websocket = options["websocket"] or tcp_description(ws_port, bind)
         if websocket != "off":
             listeners.append(("websocket", with_backlog(websocket),
-                              RelaySite(relay, options["trusted-proxies"])))
+                              relay_site(relay, options["trusted-proxies"], self.reactor)))
         if options["console"] and options["console"] != "off":
             listeners.append(("console", with_backlog(options["console"]),
-                              ConsoleFactory(relay)))
+                              console_factory(relay)))
         admin = options["admin"] or adminweb.default_endpoint(relay_port)
         if admin != "off":
             token = options["admin-token"] or settings.get("ADMIN-TOKEN") or None

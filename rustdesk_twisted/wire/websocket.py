@@ -16,6 +16,7 @@ from twisted.web.server import Site
 from twisted.web.websocket import WebSocketResource
 
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
+HANDSHAKE_TIMEOUT = 30
 
 
 class TrustedProxies:
@@ -36,13 +37,21 @@ class TrustedProxies:
 
 
 def forwarded_address(value):
-    """The official parse of a forwarded header: ``ip`` only, else None."""
+    """The official parse of a forwarded header (section 4.7), else None.
+
+    A dotted value must be an IPv4 literal, any other an IPv6 literal; lists
+    and ``ip:port`` values are refused.
+    """
     if not value:
         return None
+    value = value.strip()
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        address = ipaddress.ip_address(value)
     except ValueError:
         return None
+    if ("." in value) != (address.version == 4):
+        return None
+    return str(address)
 
 
 def client_address(request, trusted):
@@ -101,20 +110,30 @@ class _GuardFactory(WrappingFactory):
     protocol = MessageSizeGuard
     noisy = False
 
-    def __init__(self, wrapped, limit):
+    def __init__(self, wrapped, limit, admit):
         super().__init__(wrapped)
         self.limit = limit
+        self.admit = admit
+
+    def buildProtocol(self, addr):
+        if self.admit is not None and not self.admit(getattr(addr, "host", "")):
+            return None
+        return super().buildProtocol(addr)
 
 
-def websocket_site(factory, max_message, reactor=None):
-    """An IProtocolFactory serving ``factory``'s WebSocket protocols on any path."""
+def websocket_site(factory, max_message, reactor=None, admit=None):
+    """An IProtocolFactory serving ``factory``'s WebSocket protocols on any path.
+
+    ``admit(host)`` may refuse a TCP peer before any HTTP is parsed; a
+    connection that has not upgraded within 30 s is closed.
+    """
     resource = WebSocketResource(factory)
     resource.isLeaf = True
-    site = Site(_AnyPath(resource), reactor=reactor)
+    site = Site(_AnyPath(resource), timeout=HANDSHAKE_TIMEOUT, reactor=reactor)
     site.displayTracebacks = False
     site.noisy = False
     site.log = lambda request: None
-    return _GuardFactory(site, max_message + 64 * 1024)
+    return _GuardFactory(site, max_message + 64 * 1024, admit)
 
 
 def size_guard(request):
