@@ -2,8 +2,8 @@
 
 Every event operators act on carries a stable ``event`` field (``banner``,
 ``peer_added``, ``peer_updated``, ``id_changed``, ``punch_forwarded``,
-``punch_refused``, ``relay_forwarded``, ``rate_limited``, ...; hbbr's carry
-``hbbr_event``: ``paired``, ``closed`` with bytes and duration, ``refused``),
+``punch_refused``, ``relay_forwarded``, ``rate_limited``, ...; from hbbr
+``paired``, ``closed`` with bytes and duration, ``refused``),
 so a JSON consumer filters on a field instead of a message text.
 
 Two ways to get JSON:

@@ -48,7 +48,7 @@ class PairingScenarioTests(SynchronousTestCase):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def hbbr_events(self, name):
-        return [e for e in self.events if e.get("hbbr_event") == name]
+        return [e for e in self.events if e.get("event") == name]
 
     def test_pair_tcp_either_order(self):
         for order in ((0, 1), (1, 0)):

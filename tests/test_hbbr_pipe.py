@@ -120,7 +120,7 @@ class FlowControlTests(SynchronousTestCase):
         self.assertTrue(a[3].paused)
         h.reactor.advance(1.0)
         self.assertFalse(a[3].paused)
-        [event] = [e for e in self.events if e.get("hbbr_event") == "throttled"]
+        [event] = [e for e in self.events if e.get("event") == "throttled"]
         self.assertEqual(event["limit"], "0.00762939453125")
 
     def test_no_throttle_configuration(self):
@@ -141,7 +141,7 @@ class FlowControlTests(SynchronousTestCase):
         h.flush()
         self.assertIsNotNone(a[0].lost)
         self.assertIsNotNone(b[0].lost)
-        [closed] = [e for e in self.events if e.get("hbbr_event") == "closed"]
+        [closed] = [e for e in self.events if e.get("event") == "closed"]
         self.assertEqual(closed["reason"], "idle")
         self.assertEqual(closed["first_bytes"] + closed["second_bytes"], 9)
         self.assertEqual(len(h.server.sessions), 0)

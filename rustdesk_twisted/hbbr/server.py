@@ -68,7 +68,7 @@ class RelayServer:
     def admit(self, host):
         """The accept-time blocklist check, on the TCP peer even for WebSocket."""
         if self.blocklist.matches(host):
-            self.log.info("refused {host}: blocklisted", hbbr_event="refused", host=host,
+            self.log.info("refused {host}: blocklisted", event="refused", host=host,
                           reason="blocklisted")
             return False
         return True
@@ -83,7 +83,7 @@ class RelayServer:
     def refuse(self, side, reason):
         self._handshaking.pop(side, None)
         self._count("refused_" + reason.replace(" ", "_"))
-        self.log.info("refused {peer}: {reason}", hbbr_event="refused", peer=_peer(side),
+        self.log.info("refused {peer}: {reason}", event="refused", peer=_peer(side),
                       reason=reason)
         side.close()
 
@@ -113,7 +113,7 @@ class RelayServer:
         side.uuid = uuid
         if partner is None:
             self.log.info("relay request {uuid} from {peer} ({transport}), waiting",
-                          hbbr_event="request", uuid=uuid, peer=_peer(side),
+                          event="request", uuid=uuid, peer=_peer(side),
                           transport="ws" if side.is_websocket else "tcp")
             return
         self._pair(partner, side, uuid, now)
@@ -125,7 +125,7 @@ class RelayServer:
         session.start(self.splicer)
         mode = "spliced" if session.spliced else "raw" if session.raw else "framed"
         self.log.info("relay {uuid} paired {first} <-> {second} ({mode})",
-                      hbbr_event="paired", uuid=uuid, first=_peer(first),
+                      event="paired", uuid=uuid, first=_peer(first),
                       second=_peer(second), mode=mode)
 
     def lost(self, side, reason):
@@ -135,7 +135,7 @@ class RelayServer:
         elif side.uuid is not None:
             self.pending.withdraw(side.uuid, side)
             self.log.info("relay request {uuid} from {peer} left before pairing: {reason}",
-                          hbbr_event="abandoned", uuid=side.uuid, peer=_peer(side),
+                          event="abandoned", uuid=side.uuid, peer=_peer(side),
                           reason=reason)
 
     def session_ended(self, session, reason):
@@ -145,7 +145,7 @@ class RelayServer:
         self.log.info(
             "relay {uuid} closed ({reason}): {first} sent {first_bytes} bytes, "
             "{second} sent {second_bytes} bytes in {duration:.1f}s",
-            hbbr_event="closed", uuid=session.uuid, reason=reason, first=_peer(first),
+            event="closed", uuid=session.uuid, reason=reason, first=_peer(first),
             second=_peer(second), first_bytes=first.received, second_bytes=second.received,
             duration=self.clock.seconds() - session.started)
 
@@ -153,12 +153,12 @@ class RelayServer:
         self._count("throttled")
         limit = self.policy.limit if session.meter.capped else self.policy.single
         self.log.info("relay {uuid} throttled at {limit}Mb/s (session) / {total}Mb/s (total)",
-                      hbbr_event="throttled", uuid=session.uuid, key=session.key,
+                      event="throttled", uuid=session.uuid, key=session.key,
                       limit=mbit_text(limit), total=mbit_text(self.policy.total), delay=delay)
 
     def log_capped(self, session, why):
         self.log.info("relay {uuid} from {key} {why}: capped at {limit}Mb/s",
-                      hbbr_event=why, uuid=session.uuid, key=session.key, why=why,
+                      event=why, uuid=session.uuid, key=session.key, why=why,
                       limit=mbit_text(self.policy.limit),
                       total_bits=session.meter.total_bits,
                       elapsed_ms=session.meter.elapsed_ms)
@@ -167,7 +167,7 @@ class RelayServer:
         now = self.clock.seconds()
         for uuid, side in self.pending.expire(now):
             self.log.info("relay request {uuid} from {peer} timed out unpaired",
-                          hbbr_event="timeout", uuid=uuid, peer=_peer(side))
+                          event="timeout", uuid=uuid, peer=_peer(side))
             side.uuid = None
             side.close()
         handshaking = self._handshaking
@@ -176,7 +176,7 @@ class RelayServer:
             if handshaking[side] > now:
                 break
             del handshaking[side]
-            self.log.info("{peer} sent no RequestRelay in time", hbbr_event="timeout",
+            self.log.info("{peer} sent no RequestRelay in time", event="timeout",
                           peer=_peer(side))
             side.close()
         for session in list(self.sessions):
