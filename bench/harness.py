@@ -5,6 +5,7 @@ ports, each in its own short temporary directory, with their output drained by
 a thread (and kept, for the error message when they do not start).
 """
 
+import collections
 import os
 import re
 import resource
@@ -131,8 +132,11 @@ class Server:
         lines = []
         found = threading.Event()
 
+        self.tail = collections.deque(maxlen=200)
+
         def drain():
             for line in self.process.stdout:
+                self.tail.append(line)
                 if not found.is_set():
                     lines.append(line)
                     if marker in line:
@@ -167,7 +171,7 @@ class Server:
 
 def start_hbbs(*extra, directory=None, timeout=120.0):
     """Our hbbs on 127.0.0.1: (server, "127.0.0.1:PORT", licence key)."""
-    port = free_port_block((-1, 0, 2))
+    port = free_port_block((-1, 0, 2, 4))
     server = Server("rustdesk-hbbs", ["-p", str(port), "-b", "127.0.0.1", "--admin", "off",
                                       *extra],
                     b"Relay servers", directory, timeout)
@@ -177,7 +181,7 @@ def start_hbbs(*extra, directory=None, timeout=120.0):
 
 def start_hbbr(*extra):
     """Our hbbr on 127.0.0.1 (WebSocket on PORT+2): (server, "127.0.0.1:PORT")."""
-    port = free_port_block((0, 2))
+    port = free_port_block((0, 2, 4))
     server = Server("rustdesk-hbbr", ["-p", str(port), "-b", "127.0.0.1", "--no-throttle",
                                       "--console", "off", *extra], b"raw TCP pairs:")
     return server, f"127.0.0.1:{port}"

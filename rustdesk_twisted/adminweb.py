@@ -12,6 +12,7 @@ import hmac
 import json
 import re
 
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -19,7 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from . import __version__
 from .config import ConfigError
-from .metrics import CONTENT_TYPE_LATEST, HbbrCollector, HbbsCollector, exposition, registry_for
+from .metrics import HbbrCollector, HbbsCollector, exposition, registry_for
 from .wire import keys
 
 READY_TIMEOUT = 5.0

@@ -12,7 +12,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     SummaryMetricFamily,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 
 PUNCH_PREFIX = "punch_"
 RELAY_PREFIX = "relay_"

@@ -4,21 +4,19 @@ Nothing sleeps: every wait is a Deferred under trial's timeout."""
 
 import hashlib
 import os
-import socket
-import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol, ProcessProtocol
+from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 from twisted.web.websocket import WebSocketClientEndpoint
 
 from rustdesk_twisted.hbbr import splice
 
+from .livesupport import free_port_block, start_twistd, stop_twistd
 from .test_hbbr_support import frame_request, request_relay
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 24 * 1024 * 1024
 CHUNK = 256 * 1024
 
@@ -26,42 +24,6 @@ CHUNK = 256 * 1024
 def blob(seed):
     block = hashlib.sha256(seed).digest() * (CHUNK // 32)
     return [bytes([i % 251]) + block[1:] for i in range(SIZE // CHUNK)]
-
-
-def free_port_pair():
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 2 > 65535:
-            continue
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 2))
-        except OSError:
-            continue
-        return port
-
-
-class _Twistd(ProcessProtocol):
-    def __init__(self):
-        self.output = b""
-        self.ready = Deferred()
-        self.ended = Deferred()
-
-    def outReceived(self, data):
-        self.output += data
-        if self.ready is not None and b"raw TCP pairs:" in self.output:
-            ready, self.ready = self.ready, None
-            ready.callback(self.output)
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        if self.ready is not None:
-            ready, self.ready = self.ready, None
-            ready.errback(RuntimeError(self.output.decode(errors="replace")))
-        self.ended.callback(None)
 
 
 class _Hasher:
@@ -134,25 +96,16 @@ class RelayOverRealSockets(TestCase):
     def start_hbbr(self, *extra):
         directory = self.mktemp()
         os.makedirs(directory)
-        port = free_port_pair()
-        process = _Twistd()
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        args = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-                "--pidfile=",
-                "rustdesk-hbbr", "-p", str(port), "--bind", "127.0.0.1", "--no-throttle",
-                "--console", "unix:hbbr-console.sock"] + list(extra)
-        transport = reactor.spawnProcess(process, sys.executable, args, env=env, path=directory)
-
-        def stop():
-            if process.ended.called:
-                return None
-            transport.signalProcess("TERM")
-            return process.ended
-        self.addCleanup(stop)
-        banner = yield process.ready
+        port = free_port_block((0, 2, 4))
+        process = yield start_twistd(
+            reactor, "rustdesk-hbbr",
+            ["-p", str(port), "--bind", "127.0.0.1", "--no-throttle",
+             "--console", "unix:hbbr-console.sock"] + list(extra),
+            directory, b"raw TCP pairs:").ready
+        self.addCleanup(stop_twistd, process)
         self.outputs = getattr(self, "outputs", [])
         self.outputs.append(process)
-        return port, banner
+        return port, process.output
 
     @inlineCallbacks
     def tcp_pair(self, port):
