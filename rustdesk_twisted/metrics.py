@@ -16,6 +16,7 @@ from prometheus_client.exposition import generate_latest
 
 PUNCH_PREFIX = "punch_"
 RELAY_PREFIX = "relay_"
+ANSWER_PREFIX = "answer_"
 REGISTRATIONS = ("register_peer", "register_pk")
 WEBSOCKET = ("websocket_opened", "websocket_closed")
 
@@ -66,9 +67,8 @@ class HbbsCollector:
                        "forwarded; the others are the failure sent back).", ["outcome"], punch)
         yield _counter("rustdesk_hbbs_relay_requests", "RequestRelay by outcome.", ["outcome"],
                        relay)
-        answers = [((name.rsplit("_", 1)[0], name.rsplit("_", 1)[1]), counters[name])
-                   for name in sorted(counters)
-                   if name.endswith(("_delivered", "_unclaimed"))]
+        answers = [(tuple(name[len(ANSWER_PREFIX):].rsplit("_", 1)), counters[name])
+                   for name in sorted(counters) if name.startswith(ANSWER_PREFIX)]
         yield _counter("rustdesk_hbbs_answers",
                        "B's answers (punch_hole_response, relay_response) by whether A was "
                        "still waiting.", ["kind", "result"], answers)

@@ -453,7 +453,7 @@ class PunchTests(Scenario):
         self.assertFalse(outcome.secured)
         # Delivered once; the waiting entry is consumed, B's one-shot connection closed.
         self.assertEqual(self.server.server.waiting.channels, {})
-        self.assertEqual(self.server.server.counters["punch_hole_response_delivered"], 1)
+        self.assertEqual(self.server.server.counters["answer_punch_hole_response_delivered"], 1)
         [forwarded] = self.log_events("punch_forwarded")
         self.assertEqual((forwarded["outcome"], forwarded["requester"], forwarded["target"]),
                          ("punch_hole", A_PUBLIC_IP, B_ID))
@@ -693,7 +693,7 @@ class PunchTests(Scenario):
                                   socket_addr=addr_mangle.encode(("192.0.2.99", 1234), 5)))
         self.network.flush()
         self.assertTrue(client.closed)
-        self.assertEqual(self.server.server.counters["punch_hole_response_unclaimed"], 1)
+        self.assertEqual(self.server.server.counters["answer_punch_hole_response_unclaimed"], 1)
 
     def test_waiting_connection_closes_after_30_idle_seconds(self):
         self.lose_notices(self.controlled())

@@ -18,8 +18,13 @@ from rustdesk_twisted.hbbr.server import RelayServer
 from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import RendezvousServer
-from rustdesk_twisted.wire import keys, messages
-from rustdesk_twisted.wire.rendezvous_pb2 import PunchHoleRequest, RegisterPeer, RegisterPk
+from rustdesk_twisted.wire import addr_mangle, keys, messages
+from rustdesk_twisted.wire.rendezvous_pb2 import (
+    PunchHoleRequest,
+    PunchHoleSent,
+    RegisterPeer,
+    RegisterPk,
+)
 
 PK = bytes(range(32))
 
@@ -96,6 +101,15 @@ class HbbsCollectorTests(SynchronousTestCase):
         self.assertEqual(after[("rustdesk_hbbs_punch_requests_total",
                                 (("outcome", "ID_NOT_EXIST"),))], 1)
         self.assertEqual(after[("rustdesk_hbbs_relays_configured", ())], 1)
+        self.server.stream_message(_Channel(("10.0.0.1", 7)), messages.wrap(
+            "punch_hole_sent", PunchHoleSent(socket_addr=addr_mangle.encode(("10.0.0.9", 5), 0),
+                                             id="123456789")))
+        answered = scrape(self.collector)
+        self.assertEqual(answered[("rustdesk_hbbs_answers_total",
+                                   (("kind", "punch_hole_response"), ("result", "delivered")))], 1)
+        self.assertEqual(sorted(outcome for (name, labels) in answered
+                                if name == "rustdesk_hbbs_punch_requests_total"
+                                for _, outcome in labels), ["ID_NOT_EXIST", "punch_hole"])
         self.assertEqual(after[("rustdesk_hbbs_db_write_seconds_count", ())], 4)
         self.assertEqual(after[("rustdesk_hbbs_db_failed_ops_total", ())], 1)
         self.clock.advance(31)

@@ -394,9 +394,9 @@ class RendezvousServer:
     def _deliver_answer(self, requester, message, source):
         kind = message.WhichOneof("union")
         if self.waiting.deliver(requester, message):
-            self._count(f"{kind}_delivered")
+            self._count(f"answer_{kind}_delivered")
         else:
-            self._count(f"{kind}_unclaimed")
+            self._count(f"answer_{kind}_unclaimed")
             self.log.debug("{kind} from {source} for {requester}: nobody waiting", kind=kind,
                            source=source, requester=requester, event="answer_unclaimed")
 
