@@ -52,7 +52,7 @@ OPTIONS = [
     ("relay-servers", "r", "RELAY-SERVERS", "Comma-separated hbbr addresses suggested to clients."),
     ("relay-announce", None, "RELAY-ANNOUNCE",
      "Comma-separated client endpoints of hbbr announce listeners (e.g. "
-     "tcp:relay.example.com:21121); each relay uuid brokered is announced there, signed "
+     "tcp:relay.example.com:21122); each relay uuid brokered is announced there, signed "
      "with id_ed25519, before the client hears of it."),
     ("rmem", "M", "RMEM", "UDP receive buffer in bytes (0 leaves the system default)."),
     ("mask", None, "MASK", "IPv4 CIDR of the LAN, enables the LAN rules (LOCAL-IP then applies)."),
