@@ -11,6 +11,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 
 from rustdesk_twisted.combined_tap import Options, makeService
+from rustdesk_twisted.hbbr.server import ANNOUNCE_GRACE
 from rustdesk_twisted.wire import keys, messages
 from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPeer, RegisterPk
 
@@ -135,7 +136,9 @@ class CombinedServiceTests(TestCase):
             pump.flush()
             return client, pump
 
-        stranger, _ = relay_client("stranger-uuid")
+        stranger, stranger_pump = relay_client("stranger-uuid")
+        self.reactor.advance(ANNOUNCE_GRACE)
+        stranger_pump.flush()
         self.assertIsNotNone(stranger.lost, "an unannounced uuid was not refused")
         (a, a_pump), (b, b_pump) = relay_client("brokered-uuid"), relay_client("brokered-uuid")
         self.assertEqual(len(service.hbbr.relay.sessions), 1)

@@ -6,6 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rustdesk_twisted.hbbr.announce import AllowedUuids
 from rustdesk_twisted.hbbr.pairing import PendingTable, TableFull
+from rustdesk_twisted.hbbr.server import ANNOUNCE_GRACE
 from rustdesk_twisted.wire.framing import encode_frame
 from rustdesk_twisted.wire.messages import wrap
 
@@ -156,6 +157,26 @@ class PairingScenarioTests(SynchronousTestCase):
 
 
 class AnnounceModeTests(SynchronousTestCase):
+    def setUp(self):
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def refusals(self):
+        return [e["reason"] for e in self.events if e.get("event") == "refused"]
+
+    def test_request_ahead_of_its_announcement_waits_for_it(self):
+        """B reaches the relay right after its RelayResponse; hbbs's announcement may trail."""
+        allowed = AllowedUuids(ttl=60)
+        h = Harness(allowed=allowed)
+        a, b = h.tcp(), h.tcp()
+        a[2].write(frame_request("early"))
+        h.flush()
+        h.reactor.advance(ANNOUNCE_GRACE - 1)
+        allowed.announce("early", h.reactor.seconds())
+        b[2].write(frame_request("early"))
+        h.flush()
+        self.assertEqual(len(h.server.sessions), 1)
+        self.assertEqual(self.refusals(), [])
+
     def test_only_announced_uuids_pair(self):
         allowed = AllowedUuids(ttl=60)
         h = Harness(allowed=allowed)
@@ -163,7 +184,11 @@ class AnnounceModeTests(SynchronousTestCase):
         _, _, t, st = h.tcp()
         t.write(frame_request("stranger"))
         h.flush()
+        self.assertFalse(st.disconnected)
+        h.reactor.advance(ANNOUNCE_GRACE)
+        h.flush()
         self.assertTrue(st.disconnected)
+        self.assertEqual(self.refusals(), ["uuid not announced by hbbs"])
         a, b = h.tcp(), h.tcp()
         a[2].write(frame_request("known"))
         b[2].write(frame_request("known"))

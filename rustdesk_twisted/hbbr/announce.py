@@ -34,12 +34,13 @@ MAX_UUIDS = 100_000
 class AllowedUuids:
     """Uuids announced in the last ``ttl`` seconds; bounded, oldest dropped first."""
 
-    __slots__ = ("ttl", "limit", "_expires")
+    __slots__ = ("ttl", "limit", "_expires", "listener")
 
     def __init__(self, ttl=ANNOUNCE_TTL, limit=MAX_UUIDS):
         self.ttl = ttl
         self.limit = limit
         self._expires = {}
+        self.listener = None
 
     def __len__(self):
         return len(self._expires)
@@ -50,6 +51,8 @@ class AllowedUuids:
         self.prune(now)
         while len(self._expires) > self.limit:
             del self._expires[next(iter(self._expires))]
+        if self.listener is not None:
+            self.listener(uuid)
 
     def allows(self, uuid, now):
         expires = self._expires.get(uuid)

@@ -8,6 +8,7 @@ clock only, so tests drive every timeout with ``task.Clock``.
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ..wire.addr_mangle import try_into_v4
 from ..wire.messages import kind
 from .bandwidth import BandwidthPolicy, Limiter, SessionMeter, mbit_text
 from .lists import AddressList
@@ -17,11 +18,14 @@ from .pipe import Session
 FIRST_MESSAGE_TIMEOUT = 30.0
 IDLE_TIMEOUT = 30.0
 MAX_PENDING = 100_000
+MAX_HELD = 10_000
+ANNOUNCE_GRACE = 5.0
 SWEEP_INTERVAL = 1.0
 
 
 def _peer(side):
     host, port = side.peer
+    host = try_into_v4(host)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -44,6 +48,9 @@ class RelayServer:
         self.sessions = set()
         self.counters = {}
         self._handshaking = {}
+        self._held = {}
+        if allowed is not None:
+            allowed.listener = self.announced
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
 
@@ -57,9 +64,10 @@ class RelayServer:
             session.end("shutdown")
         for _, side in self.pending.expire(float("inf")):
             side.close()
-        for side in list(self._handshaking):
+        for side in list(self._handshaking) + list(self._held):
             side.close()
         self._handshaking.clear()
+        self._held.clear()
 
     def retune(self):
         """Apply a console change of TOTAL_BANDWIDTH to the global limiter now."""
@@ -103,8 +111,29 @@ class RelayServer:
             self.refuse(side, "empty uuid")
             return
         if self.allowed is not None and not self.allowed.allows(uuid, now):
+            self._hold(side, uuid, now)
+            return
+        self._accept(side, uuid, now)
+
+    def _hold(self, side, uuid, now):
+        """Wait briefly for hbbs's announcement, which can trail the client.
+
+        B connects to the relay right after sending its RelayResponse to hbbs,
+        so its request may arrive before hbbs's announcement of the uuid.
+        """
+        if len(self._held) >= MAX_HELD:
             self.refuse(side, "uuid not announced by hbbs")
             return
+        self._held[side] = (uuid, now + ANNOUNCE_GRACE)
+
+    def announced(self, uuid):
+        """hbbs announced ``uuid``: accept the requests that were waiting for it."""
+        now = self.clock.seconds()
+        for side in [s for s, (u, _) in self._held.items() if u == uuid]:
+            del self._held[side]
+            self._accept(side, uuid, now)
+
+    def _accept(self, side, uuid, now):
         try:
             partner = self.pending.offer(uuid, side, now)
         except TableFull:
@@ -130,6 +159,7 @@ class RelayServer:
 
     def lost(self, side, reason):
         self._handshaking.pop(side, None)
+        self._held.pop(side, None)
         if side.session is not None:
             side.session.end(reason)
         elif side.uuid is not None:
@@ -183,6 +213,9 @@ class RelayServer:
             reason = session.tick(now)
             if reason is not None:
                 session.end(reason)
+        for side in [s for s, (_, deadline) in self._held.items() if deadline <= now]:
+            del self._held[side]
+            self.refuse(side, "uuid not announced by hbbs")
         if self.allowed is not None:
             self.allowed.prune(now)
 
