@@ -14,7 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from ..wire.framing import FrameDecoder, FrameTooLarge, encode_header
 from ..wire.messages import parse
-from ..wire.websocket import client_address, websocket_site
+from ..wire.websocket import client_address, size_guard, websocket_site
 from .pipe import Reader
 
 FIRST_FRAME_MAX = 64 * 1024
@@ -175,9 +175,13 @@ class WsRelayProtocol:
 
     is_websocket = True
 
-    def __init__(self, server, peer):
+    def __init__(self, server, peer, guard=None):
         self.server = server
         self.peer = peer
+        # The connection's MessageSizeGuard: told of every complete message, so
+        # that it limits one message, not the whole session (it cut every
+        # WebSocket session after 64 MiB before).
+        self.guard = guard
         self.session = None
         self.partner = None
         self.uuid = None
@@ -201,6 +205,8 @@ class WsRelayProtocol:
         self.server.connected(self)
 
     def bytesMessageReceived(self, data):
+        if self.guard is not None:
+            self.guard.message_done()
         if type(data) is not bytes:
             data = bytes(data)
         forward = self._forward
@@ -221,6 +227,8 @@ class WsRelayProtocol:
         self.server.request(self, parse(data))
 
     def textMessageReceived(self, text):
+        if self.guard is not None:
+            self.guard.message_done()
         self.activity += 1
 
     def pongReceived(self, payload):
@@ -281,7 +289,8 @@ class WsRelayFactory:
         self.trusted = trusted
 
     def buildProtocol(self, request):
-        return WsRelayProtocol(self.server, client_address(request, self.trusted))
+        return WsRelayProtocol(self.server, client_address(request, self.trusted),
+                               size_guard(request))
 
 
 def relay_site(server, trusted, reactor=None):
