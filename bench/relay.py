@@ -1,136 +1,203 @@
-"""Relay throughput: direct loopback vs hbbr (splice) vs hbbr (userspace), 1 and 8 streams.
+"""Relay: bytes per second through hbbr against the loopback limit, pairing, idle memory.
 
-Not a test.  Usage (from the repository root)::
+Not a test.  ``python -m bench.relay [--seconds 3] [--runs 3] [--streams 1,8]``
+(or ``python -m bench --scenario relay``).
 
-    python -m bench.relay [--seconds 3] [--runs 3] [--streams 1,8]
+``bench/relayload.c`` (compiled with ``cc``) is the load generator: one sender
+and one receiver thread per stream, so the client is never the bottleneck a
+Python client is.  Cases, interleaved run by run so the machine's drift hits all
+alike:
 
-Compiles ``bench/relayload.c`` with ``cc``, starts ``twistd -n rustdesk-hbbr
---no-throttle`` twice (with and without ``--no-splice``), then runs every
-(path, streams) case ``--runs`` times, interleaved so that drift of the
-machine hits all cases alike.  Prints the median and min-max GB/s, the ratio
-to direct loopback with as many streams, and hbbr's CPU use in cores
-(process CPU time over the load generator's wall time).
+- direct loopback TCP, no relay: the physical limit;
+- a minimal C relay (one thread per stream, socket -> pipe -> socket with
+  splice(2)): the ceiling for any relay on this machine;
+- hbbr's raw TCP pairs, kernel splice (its default) and userspace
+  (``--no-splice``, Twisted transports copying each chunk);
+- hbbr's WebSocket port, 64 KiB binary messages;
+- pairing rate: sessions paired back to back by 4 threads, one byte crossing each;
+- RSS per idle paired session, at 10 000 sessions (or as many as the
+  descriptor limit allows: hbbr holds two sockets per session).
+
+hbbr's CPU is its process CPU time over the generator's wall time; the
+generator's is its own (``cpu=`` of relayload).
 """
 
 import argparse
 import os
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = os.path.join(ROOT, "bench", "relayload.c")
-READY = b"raw TCP pairs:"
+from . import harness
+from .harness import CpuMeter, Row
+
+IDLE_SESSIONS = 10_000
 
 
 def compile_loadgen(directory):
     """Path of the compiled load generator, or None when there is no C compiler."""
-    compiler = shutil.which("cc")
-    if compiler is None:
-        return None
-    binary = os.path.join(directory, "relayload")
-    subprocess.run([compiler, "-O2", "-pthread", SOURCE, "-o", binary], check=True)
-    return binary
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process, from /proc (Linux)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Hbbr:
-    """``twistd -n rustdesk-hbbr`` on a free loopback port, its output drained by a thread."""
-
-    def __init__(self, directory, *extra):
-        self.port = free_port()
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-             "--pidfile=", "--logfile=-", "rustdesk-hbbr", "-p", str(self.port),
-             "-b", "127.0.0.1", "--no-throttle", "--websocket", "off", "--console", "off",
-             *extra],
-            cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.banner = b""
-        for line in self.process.stdout:
-            self.banner += line
-            if READY in line:
-                break
-        else:
-            raise RuntimeError("hbbr did not start:\n" + self.banner.decode(errors="replace"))
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait()
-
-
-def run_case(loadgen, seconds, streams, hbbr=None):
-    """(GB/s, hbbr CPU cores or None) for one run."""
-    if hbbr is None:
-        command = [loadgen, "direct", str(streams), str(seconds)]
-    else:
-        command = [loadgen, "relay", str(hbbr.port), str(streams), str(seconds)]
-        before = cpu_seconds(hbbr.process.pid)
-    started = time.perf_counter()
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    wall = time.perf_counter() - started
-    rate = float(output.split("gbps=")[1])
-    cpu = None if hbbr is None else (cpu_seconds(hbbr.process.pid) - before) / wall
-    return rate, cpu
-
-
-def measure(loadgen, directory, seconds, runs, stream_counts):
-    """{(path, streams): [(GB/s, cpu), ...]} for direct, splice and userspace."""
-    servers = {}
-    for path, extra in (("splice", ()), ("userspace", ("--no-splice",))):
-        where = os.path.join(directory, path)
-        os.makedirs(where)
-        servers[path] = Hbbr(where, *extra)
-    if b"kernel splice" not in servers["splice"].banner:
-        print("warning: hbbr has no splice path here; 'splice' runs are userspace",
-              file=sys.stderr)
-    results = {}
     try:
+        return harness.compile_helper("relayload", directory)
+    except harness.Unavailable:
+        return None
+
+
+def run_case(loadgen, mode, streams, seconds, server=None, port=None):
+    """relayload's fields, plus ``server_cpu`` (cores) when a server process is measured."""
+    if mode in ("direct", "splice"):
+        command = [loadgen, mode, str(streams), str(seconds)]
+    else:
+        command = [loadgen, mode, str(port), str(streams), str(seconds)]
+    meter = CpuMeter(server.pid) if server else None
+    if meter:
+        meter.__enter__()
+    try:
+        result = harness.run_helper(command, timeout=seconds + 60)[0]
+    except RuntimeError as e:
+        result = {"gbps": 0.0, "cpu": 0.0, "error": str(e)}
+    if meter:
+        meter.__exit__()
+    result["server_cpu"] = meter.cores if meter else result.get("relay_cpu")
+    return result
+
+
+def pairing(loadgen, port, seconds, server):
+    meter = CpuMeter(server.pid) if server else None
+    if meter:
+        meter.__enter__()
+    result = harness.run_helper([loadgen, "pair", str(port), str(seconds), "4"],
+                                timeout=seconds + 60)[0]
+    if meter:
+        meter.__exit__()
+    result["server_cpu"] = meter.cores if meter else None
+    return result
+
+
+def idle_sessions(loadgen, port, sessions, server):
+    """(hbbr RSS growth per idle paired session, sessions) with the sessions split over
+    enough generator processes to stay under the descriptor limit."""
+    before = server.rss()
+    per_process = 4000
+    processes = []
+    try:
+        for start in range(0, sessions, per_process):
+            count = min(per_process, sessions - start)
+            processes.append(subprocess.Popen(
+                [loadgen, "idle", str(port), str(count)], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True, preexec_fn=harness.raise_fd_limit))
+        opened = 0
+        for process in processes:
+            line = process.stdout.readline()
+            if not line.startswith("ready"):
+                raise RuntimeError("relayload idle: " + line)
+            opened += int(harness.parse_fields(line)["sessions"])
+        time.sleep(1.0)
+        after = server.rss()
+    finally:
+        for process in processes:
+            process.stdin.close()
+        for process in processes:
+            process.wait(60)
+    return (after - before) / opened, opened
+
+
+def measure(build, seconds, runs, stream_counts, quick=False, hbbr_target=None):
+    """Every relay row; our two hbbr processes unless ``hbbr_target`` names another relay."""
+    loadgen = harness.compile_helper("relayload", build)
+    servers, ports = {}, {}
+    try:
+        if hbbr_target:
+            ports["splice"] = harness.split_target(hbbr_target)[1]
+            ports["ws"] = ports["splice"] + 2
+            paths = ["splice", "ws"]
+        else:
+            servers["splice"], target = harness.start_hbbr()
+            ports["splice"] = harness.split_target(target)[1]
+            ports["ws"] = ports["splice"] + 2
+            servers["ws"] = servers["splice"]
+            servers["userspace"], target = harness.start_hbbr("--no-splice")
+            ports["userspace"] = harness.split_target(target)[1]
+            paths = ["splice", "userspace", "ws"]
+            if b"kernel splice" not in servers["splice"].output:
+                print("warning: hbbr has no splice path here", file=sys.stderr)
+        results = {}
         for _ in range(runs):
             for streams in stream_counts:
-                for path in ("direct", "splice", "userspace"):
-                    sample = run_case(loadgen, seconds, streams, servers.get(path))
-                    results.setdefault((path, streams), []).append(sample)
+                for path in ["direct", "csplice"] + paths:
+                    if path == "ws" and streams != 1:
+                        continue
+                    mode = {"direct": "direct", "csplice": "splice", "ws": "ws"}.get(path, "relay")
+                    results.setdefault((path, streams), []).append(run_case(
+                        loadgen, mode, streams, seconds, servers.get(path), ports.get(path)))
+            results.setdefault("pair", []).append(
+                pairing(loadgen, ports["splice"], 0.5 if quick else 2.0, servers.get("splice")))
+        idle = {}
+        if "splice" in servers:
+            # A fresh hbbr per measurement: memory freed by earlier sessions would be reused.
+            # Two sockets per session; the splice path holds two pipes (four more
+            # descriptors) per raw session as well.
+            limit = harness.raise_fd_limit()
+            for _ in range(1 if quick else min(runs, 2)):
+                for path, fds, extra in (("userspace", 2, ("--no-splice",)), ("splice", 6, ())):
+                    sessions = 200 if quick else min(IDLE_SESSIONS, (limit - 300) // fds)
+                    fresh, target = harness.start_hbbr(*extra)
+                    try:
+                        idle.setdefault(path, []).append(idle_sessions(
+                            loadgen, harness.split_target(target)[1], sessions, fresh))
+                    finally:
+                        fresh.stop()
     finally:
-        for server in servers.values():
+        for server in set(servers.values()):
             server.stop()
-    return results
+    return results, idle
 
 
-def table(results, stream_counts):
-    names = {"direct": "direct loopback (C, no relay)", "splice": "hbbr, kernel splice",
-             "userspace": "hbbr, userspace (--no-splice)"}
-    lines = ["| path | streams | GB/s median | min–max | × direct | hbbr CPU (cores) |",
-             "|---|---|---|---|---|---|"]
+NAMES = {"direct": "direct loopback TCP, no relay (C)",
+         "csplice": "minimal C splice relay (ceiling)",
+         "splice": "hbbr raw TCP, kernel splice", "userspace": "hbbr raw TCP, userspace (--no-splice)",
+         "ws": "hbbr WebSocket, 64 KiB messages"}
+
+
+def rows(results, idle, stream_counts):
+    out = []
     for streams in stream_counts:
-        base = statistics.median(rate for rate, _ in results[("direct", streams)])
-        for path in ("direct", "splice", "userspace"):
-            samples = results[(path, streams)]
-            rates = [rate for rate, _ in samples]
-            median = statistics.median(rates)
-            cpu = ("–" if path == "direct" else
-                   f"{statistics.median(c for _, c in samples):.2f}")
-            lines.append(f"| {names[path]} | {streams} | {median:.2f} | "
-                         f"{min(rates):.2f}–{max(rates):.2f} | {median / base:.2f} | {cpu} |")
-    return "\n".join(lines)
+        base = harness.median([r["gbps"] for r in results[("direct", streams)]])
+        for path in NAMES:
+            samples = results.get((path, streams))
+            if not samples:
+                continue
+            gbps = [r["gbps"] for r in samples]
+            ratio = harness.median(gbps) / base if base else 0
+            server = harness.median([r.get("server_cpu") for r in samples])
+            gen = harness.median([r.get("cpu") for r in samples])
+            who = "relay" if path == "csplice" else "hbbr"
+            note = "" if path == "direct" else f"{ratio:.2f}× direct; {who} {server or 0:.2f} cores, "
+            note += f"generator {gen or 0:.2f} cores"
+            errors = [r["error"] for r in samples if "error" in r]
+            if errors:
+                note += f"; {len(errors)} run(s) failed: {errors[0][-120:]}"
+            out.append(Row("relay", f"{NAMES[path]}, {streams} stream{'s' if streams > 1 else ''}",
+                           "GB/s", gbps, "" if path == "direct" else f"direct {base:.2f} GB/s",
+                           note, fmt="{:.2f}"))
+    pairs = results.get("pair", [])
+    if pairs:
+        out.append(Row("relay", "pairing rate, 4 client threads", "pairs/s",
+                       [p["pairs_per_s"] for p in pairs], "",
+                       f"hbbr {harness.median([p['server_cpu'] for p in pairs]) or 0:.2f} cores, "
+                       f"generator {harness.median([p['cpu'] for p in pairs]):.2f} cores"))
+    for path, samples in idle.items():
+        sessions = samples[0][1]
+        out.append(Row("relay", f"hbbr RSS per idle paired session, {path} path, "
+                                f"{sessions:,} sessions", "B/session",
+                       [per for per, _ in samples], "",
+                       "user memory only; the kernel adds ~4 KB per socket"
+                       + ("" if sessions >= IDLE_SESSIONS else
+                          f"; {sessions:,} not 10,000: {2 if path == 'userspace' else 6} "
+                          f"descriptors per session in hbbr and a limit of "
+                          f"{harness.raise_fd_limit():,}")))
+    return out
 
 
 def main(argv=None):
@@ -140,17 +207,17 @@ def main(argv=None):
     parser.add_argument("--streams", default="1,8", help="comma-separated stream counts")
     args = parser.parse_args(argv)
     stream_counts = [int(n) for n in args.streams.split(",")]
-    directory = tempfile.mkdtemp(prefix="hbbr-bench")
+    build = tempfile.mkdtemp(prefix="rdbench")
     try:
-        loadgen = compile_loadgen(directory)
-        if loadgen is None:
-            print("no C compiler (cc) found", file=sys.stderr)
-            return 1
-        results = measure(loadgen, directory, args.seconds, args.runs, stream_counts)
+        results, idle = measure(build, args.seconds, args.runs, stream_counts,
+                                quick=args.seconds < 1)
+    except harness.Unavailable as e:
+        print(e, file=sys.stderr)
+        return 1
     finally:
-        shutil.rmtree(directory)
+        shutil.rmtree(build)
     print(f"{args.runs} runs of {args.seconds:g} s each, {os.cpu_count()} CPUs")
-    print(table(results, stream_counts))
+    print(harness.table(rows(results, idle, stream_counts)))
     return 0
 
 

@@ -35,6 +35,7 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -416,6 +417,7 @@ static int idle_main(int sessions) {
 }
 
 int main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_IGN);
     if (argc >= 5 && strcmp(argv[1], "pair") == 0) {
         pair_port = atoi(argv[2]);
         if (argc > 5) pair_licence = argv[5];

@@ -121,6 +121,11 @@ class RendezvousTCP(Protocol):
         self.first = True
 
     def connectionMade(self):
+        # Small replies must leave at once: with Nagle, the reply that follows the
+        # KeyExchange waited for its ACK (punch p99 of 12 ms at 100 flows/s).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         peer = self.transport.getPeer()
         self.session = ChannelSession(
             self.factory.server, self.factory.clock, (peer.host, peer.port), False,

@@ -17,16 +17,36 @@ class RendezvousUDP(DatagramProtocol):
             self.transport.getHandle().setsockopt(
                 socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         self.server.send_datagram = self.send
+        get_handle = getattr(self.transport, "getHandle", None)
+        self._sendto = getattr(get_handle(), "sendto", None) if get_handle else None
+        if self._sendto is not None:
+            self.server.send_reply = self.reply
 
     def stopProtocol(self):
         if self.server.send_datagram == self.send:
             self.server.send_datagram = None
+        if self.server.send_reply == self.reply:
+            self.server.send_reply = None
 
     def send(self, payload, address):
         """Best effort, like any UDP send: an unreachable or invalid address is counted."""
         try:
             self.transport.write(payload, address)
         except (OSError, ValueError):
+            self.server.counters["udp_send_failed"] = self.server.counters.get(
+                "udp_send_failed", 0) + 1
+
+    def reply(self, payload, address):
+        """Answer the source of a datagram just received, straight to the socket.
+
+        ``address`` came from ``recvfrom`` on this very socket, so the checks
+        ``transport.write`` makes on every call (numeric address of the right
+        family, several microseconds) cannot fail; a full send buffer drops the
+        reply, as any UDP loss would, and is counted.
+        """
+        try:
+            self._sendto(payload, address)
+        except OSError:
             self.server.counters["udp_send_failed"] = self.server.counters.get(
                 "udp_send_failed", 0) + 1
 

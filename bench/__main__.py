@@ -1,0 +1,87 @@
+"""``python -m bench``: every scenario against our hbbs / hbbr (or any compatible server).
+
+    python -m bench                       # every scenario, 3 interleaved runs each
+    python -m bench --quick               # a seconds-long smoke: tiny sizes, 1 run
+    python -m bench --scenario punch      # one scenario (repeatable)
+    python -m bench --hbbs 10.0.0.5:21116 --licence KEY --hbbr 10.0.0.5:21117
+
+Prints one table: the figure, the median of the runs, min–max, and the
+baseline measured in the same run.  Without --hbbs / --hbbr our servers are
+started as ``twistd -n`` processes on free loopback ports; with them, the
+scenarios that need the server's process (memory, userspace relay path, idle
+RSS) are skipped or reduced, since only /proc of a local process can be read.
+Load generators are C programs under bench/, compiled with ``cc`` at start.
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+from . import harness, punch, registration, relay
+from .harness import Row
+
+SCENARIOS = ("registration", "memory", "punch", "relay")
+
+
+def run(scenario, build, args):
+    runs = 1 if args.quick else args.runs
+    if scenario == "registration":
+        return registration.rate_rows(build, runs, args.quick, args.hbbs)
+    if scenario == "memory":
+        if args.hbbs:
+            return [Row("registration", "hbbs RSS per registered peer", "B/peer",
+                        note="skipped: needs the server's process (--hbbs given)")]
+        sizes = [int(n) for n in args.peers.split(",")] if args.peers else None
+        return registration.memory_rows(build, runs, args.quick, sizes)
+    if scenario == "punch":
+        return punch.rows(build, runs, args.quick, args.hbbs, args.licence)
+    if scenario == "relay":
+        seconds = 0.3 if args.quick else args.seconds
+        results, idle = relay.measure(build, seconds, runs, [1, 8], args.quick, args.hbbr)
+        return relay.rows(results, idle, [1, 8])
+    raise ValueError(scenario)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS,
+                        help="run only this scenario (repeatable)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per relay run")
+    parser.add_argument("--peers", help="comma-separated peer counts for the memory scenario "
+                                        "(default 100000,1000000)")
+    parser.add_argument("--hbbs", metavar="HOST:PORT", help="measure this rendezvous server "
+                        "(UDP and TCP PORT) instead of starting ours")
+    parser.add_argument("--licence", default="", help="licence key the --hbbs server requires")
+    parser.add_argument("--hbbr", metavar="HOST:PORT", help="measure this relay (WebSocket on "
+                        "PORT+2) instead of starting ours")
+    args = parser.parse_args(argv)
+    scenarios = args.scenario or SCENARIOS
+    build = tempfile.mkdtemp(prefix="rdbench")
+    rows = []
+    started = time.perf_counter()
+    try:
+        for scenario in scenarios:
+            try:
+                found = run(scenario, build, args)
+            except harness.Unavailable as e:
+                found = [Row(scenario, "(not run)", "", note=str(e))]
+            except Exception as e:  # one broken scenario must not lose the others' figures
+                found = [Row(scenario, "(failed)", "", note=f"{type(e).__name__}: {e}"[:300])]
+            rows += found
+            print(harness.table(found), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    print(f"{'quick, 1 run' if args.quick else f'{args.runs} runs'}; {os.cpu_count()} CPUs; "
+          f"Python {platform.python_version()}; {time.perf_counter() - started:.0f} s")
+    print(harness.table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

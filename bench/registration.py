@@ -1,0 +1,198 @@
+"""Registration over UDP: the highest RegisterPeer rate held, and hbbs's memory per peer.
+
+Rate: ``udpload`` registers PEERS simulated machines (RegisterPk, each from its own
+source IP and port), then offers RegisterPeer at each rate of a ladder for a few
+seconds; a rate is *held* when fewer than 0.1 % of the datagrams go unanswered
+and the generator really sent at that rate.  The same ladder runs, in the same
+run, against two baselines: a C server answering every datagram (recvmmsg /
+sendmmsg, the machine's ceiling with this generator) and a Twisted
+``DatagramProtocol`` that answers without parsing (the framework's ceiling).
+
+Memory (our hbbs only: it needs the process): a ``db_v2.sqlite3`` in the
+official schema is pre-populated with N peers (10-character ids, 16-byte uuid,
+32-byte pk, 16-byte guid), hbbs starts on it, and every peer then sends one
+RegisterPeer (from 4000 source ports), so each record holds a live address and
+registration time.  RSS per peer = (RSS - RSS of an hbbs with no peers) / N.
+"""
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import harness
+from .harness import CpuMeter, Row
+
+LOSS_LIMIT = 0.1  # percent
+FULL_LADDER = [10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 65_000, 70_000, 75_000,
+               80_000, 90_000, 100_000, 120_000, 140_000, 160_000]
+QUICK_LADDER = [2_000, 5_000]
+RMEM = 4 << 20  # what both baselines ask for (and net.core.rmem_max allows here)
+
+
+class EchoServer:
+    """A baseline UDP answerer: ``udpload echo`` (C) or ``bench.udpecho`` (Twisted)."""
+
+    def __init__(self, command):
+        self.port = harness.free_port_block((0,))
+        env = dict(os.environ, PYTHONPATH=harness.ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.process = subprocess.Popen(command + [str(self.port)], stdout=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, env=env, cwd=harness.ROOT)
+        if b"ready" not in self.process.stdout.readline():
+            raise RuntimeError(f"{command} did not start")
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    @property
+    def target(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait()
+
+
+def ladder(udpload, target, pid, rates, seconds, peers, prefix):
+    """(highest rate held or 0, server cores there, generator cores there, max achieved)."""
+    host, port = harness.split_target(target)
+    held, server_cores, gen_cores = 0, None, None
+    for rate in rates:
+        meter = CpuMeter(pid) if pid else None
+        if meter:
+            meter.__enter__()
+        step = harness.run_helper([udpload, "peer", host, str(port), prefix, str(peers),
+                                   str(peers), str(seconds), str(rate)], timeout=seconds + 60)[0]
+        if meter:
+            meter.__exit__()
+        if step["lost_pct"] >= LOSS_LIMIT or step["achieved"] < 0.97 * rate:
+            break
+        held, gen_cores = rate, step["gen_cpu"]
+        server_cores = meter.cores if meter else None
+    return held, server_cores, gen_cores
+
+
+def register_peers(udpload, target, peers, prefix):
+    host, port = harness.split_target(target)
+    result = harness.run_helper([udpload, "pk", host, str(port), prefix, str(peers), str(peers),
+                                 "3000"], timeout=120)[0]
+    if result["answered"] < peers:
+        raise RuntimeError(f"only {result['answered']:.0f} of {peers} RegisterPk answered")
+
+
+def rate_rows(build, runs, quick, hbbs_target=None):
+    """Highest RegisterPeer rate held: hbbs, C ceiling, Twisted ceiling, interleaved runs."""
+    udpload = harness.compile_helper("udpload", build)
+    rates = QUICK_LADDER if quick else FULL_LADDER
+    seconds = 0.3 if quick else 1.5
+    peers = 200 if quick else 2000
+    names = ("c", "twisted", "hbbs") if hbbs_target else ("c", "twisted", "hbbs", "hbbs-rmem")
+    samples = {name: [] for name in names}
+    cores = {name: [] for name in names}
+    for run in range(runs):
+        for name in names:
+            if name == "hbbs-rmem":
+                server, target = harness.start_hbbs("--rmem", str(RMEM))[:2]
+                pid = server.pid
+            elif name == "hbbs":
+                server, target = (None, hbbs_target) if hbbs_target else harness.start_hbbs()[:2]
+                pid = server.pid if server else None
+            else:
+                command = ([udpload, "echo"] if name == "c" else
+                           [sys.executable, "-m", "bench.udpecho"])
+                server = EchoServer(command)
+                target, pid = server.target, server.pid
+            try:
+                prefix = f"r{os.getpid() % 1000}x{run}y"
+                if name.startswith("hbbs"):
+                    register_peers(udpload, target, peers, prefix)
+                held, server_cores, gen_cores = ladder(udpload, target, pid, rates, seconds,
+                                                       peers, prefix)
+            finally:
+                if server:
+                    server.stop()
+            samples[name].append(held)
+            cores[name].append((server_cores, gen_cores))
+
+    def note(name):
+        server_cores = harness.median([c for c, _ in cores[name]])
+        gen_cores = harness.median([g for _, g in cores[name]])
+        fmt = lambda v: "?" if v is None else f"{v:.2f}"
+        return f"at that rate: server {fmt(server_cores)} cores, generator {fmt(gen_cores)} cores"
+
+    base = harness.median(samples["c"])
+    rmem = ([Row("registration", f"… same, hbbs --rmem {RMEM} (the baselines' buffer)", "msg/s",
+                 samples["hbbs-rmem"], f"C ceiling {base:.0f}" if base else "",
+                 note("hbbs-rmem"))] if "hbbs-rmem" in samples else [])
+    return [
+        Row("registration", "RegisterPeer/s held, < 0.1 % unanswered: hbbs", "msg/s",
+            samples["hbbs"], f"C ceiling {base:.0f}" if base else "",
+            note("hbbs") + "; system default receive buffer"),
+        *rmem,
+        Row("registration", "… baseline: C recvmmsg/sendmmsg answerer (ceiling)", "msg/s",
+            samples["c"], "", note("c") + "; 4 MiB receive buffer"),
+        Row("registration", "… baseline: Twisted DatagramProtocol answerer, no parsing",
+            "msg/s", samples["twisted"], "", note("twisted") + "; 4 MiB receive buffer"),
+    ]
+
+
+def populate(path, count):
+    """A db_v2.sqlite3 in the official schema with ``count`` peers, ids ``m<9 digits>``."""
+    from rustdesk_twisted.hbbs.store import LAST_SEEN_SCHEMA, OFFICIAL_SCHEMA
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(OFFICIAL_SCHEMA + LAST_SEEN_SCHEMA)
+    conn.execute("begin")
+    rows = ((os.urandom(16), f"m{i:09d}", os.urandom(16), os.urandom(32),
+             f'{{"ip":"127.2.{i // 250 % 250}.{i % 250 + 1}"}}') for i in range(count))
+    conn.executemany("insert into peer(guid, id, uuid, pk, info) values (?, ?, ?, ?, ?)", rows)
+    conn.execute("commit")
+    conn.close()
+
+
+def memory_rows(build, runs, quick, sizes=None):
+    """RSS of our hbbs with N registered peers, per peer, for each size."""
+    udpload = harness.compile_helper("udpload", build)
+    sizes = sizes or ([2_000] if quick else [100_000, 1_000_000])
+    templates = {}
+    for size in sizes:
+        templates[size] = os.path.join(build, f"peers{size}.sqlite3")
+        if not os.path.exists(templates[size]):
+            populate(templates[size], size)
+    per_peer = {size: [] for size in sizes}
+    totals = {size: [] for size in sizes}
+    empty = []
+    for _ in range(runs):
+        server, _, _ = harness.start_hbbs()
+        try:
+            time.sleep(0.5)
+            empty.append(server.rss())
+        finally:
+            server.stop()
+        for size in sizes:
+            directory = tempfile.mkdtemp(prefix="rdb")
+            shutil.copy(templates[size], os.path.join(directory, "db_v2.sqlite3"))
+            server, target, _ = harness.start_hbbs(directory=directory, timeout=600)
+            try:
+                host, port = harness.split_target(target)
+                harness.run_helper([udpload, "peer", host, str(port), "m", str(size),
+                                    str(min(size, 4000)), "0", "40000"], timeout=600)
+                time.sleep(0.5)
+                rss = server.rss()
+            finally:
+                server.stop()
+                shutil.rmtree(directory, ignore_errors=True)
+            totals[size].append(rss)
+            per_peer[size].append((rss - empty[-1]) / size)
+    rows = []
+    base = harness.median(empty)
+    for size in sizes:
+        total = harness.median(totals[size]) / 2**20
+        rows.append(Row("registration", f"hbbs RSS per registered peer, {size:,} peers", "B/peer",
+                        per_peer[size], f"empty hbbs {base / 2**20:.1f} MiB",
+                        f"total RSS {total:.0f} MiB; db pre-populated, one RegisterPeer each"))
+    return rows
