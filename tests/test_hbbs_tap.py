@@ -36,6 +36,10 @@ class ConfigTests(unittest.SynchronousTestCase):
         self.assertEqual(moved.ws_endpoint, "tcp:30002:interface=192.0.2.1:backlog=1024")
         self.assertEqual((moved.udp_interface, moved.udp_port), ("192.0.2.1", 30000))
 
+    def test_udp_receive_buffer_defaults_to_4_mib(self):
+        self.assertEqual(config().rmem, 4 * 1024 * 1024)
+        self.assertEqual(config(RMEM="0").rmem, 0)
+
     def test_console_is_a_unix_socket_by_default(self):
         self.assertEqual(config(**{"DATA-DIR": "/srv/rd"}).console_endpoint,
                          "unix:/srv/rd/hbbs-console.sock:mode=600:lockfile=1")
@@ -121,6 +125,7 @@ class ServiceTests(unittest.TestCase):
         self.assertIn("Key enforcement: on", text)
         self.assertIn("relay.example.com", text)
         self.assertIn("db_v2.sqlite3", text)
+        self.assertIn("UDP receive buffer", text)
         return service.stopService()
 
     def test_malformed_key_is_fatal_with_a_message(self):

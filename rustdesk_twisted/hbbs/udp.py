@@ -11,11 +11,14 @@ class RendezvousUDP(DatagramProtocol):
     def __init__(self, server, receive_buffer=0):
         self.server = server
         self.receive_buffer = receive_buffer
+        self.effective_buffer = None
 
     def startProtocol(self):
+        handle = self.transport.getHandle()
         if self.receive_buffer:
-            self.transport.getHandle().setsockopt(
-                socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+        # Linux reports twice what it grants (bookkeeping included), capped by net.core.rmem_max.
+        self.effective_buffer = handle.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
         self.server.send_datagram = self.send
         get_handle = getattr(self.transport, "getHandle", None)
         self._sendto = getattr(get_handle(), "sendto", None) if get_handle else None
