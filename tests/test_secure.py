@@ -4,6 +4,7 @@ from hypothesis import given, settings, strategies as st
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey, VerifyKey
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rustdesk_twisted.wire import secure
@@ -253,3 +254,28 @@ class ClientHandshakeTests(SynchronousTestCase):
         """A signed all-zero ephemeral key is a handshake failure, not a libsodium error."""
         self.assertRaises(secure.HandshakeError, secure.client_handshake,
                           PUBLIC, [SIGNING.sign(bytes(32))])
+
+
+class HandshakeRotationTests(SynchronousTestCase):
+    def test_one_handshake_per_lifetime(self):
+        clock = Clock()
+        rotation = secure.HandshakeRotation(SIGNING, clock, lifetime=60)
+        first = rotation.current()
+        clock.advance(59.9)
+        self.assertIs(rotation.current(), first)
+        self.assertIs(first.offer(), first.offer())
+        clock.advance(0.1)
+        second = rotation.current()
+        self.assertIsNot(second, first)
+        self.assertNotEqual(second.offer()[0][64:], first.offer()[0][64:])
+
+    def test_shared_handshake_serves_independent_clients(self):
+        """Each client boxes its own key: two clients of one handshake get separate streams."""
+        handshake = secure.HandshakeRotation(SIGNING, Clock()).current()
+        streams = []
+        for _ in range(2):
+            reply, client = secure.client_handshake(PUBLIC, handshake.offer())
+            streams.append((client, handshake.accept(reply)))
+        (client_a, server_a), (client_b, server_b) = streams
+        self.assertEqual(server_a.open(client_a.seal(b"for a")), b"for a")
+        self.assertRaises(secure.DecryptionError, server_b.open, client_a.seal(b"for a"))

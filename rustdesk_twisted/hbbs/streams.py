@@ -130,9 +130,8 @@ class RendezvousTCP(Protocol):
         self.session = ChannelSession(
             self.factory.server, self.factory.clock, (peer.host, peer.port), False,
             self._write_message, self._write_heartbeat, self.transport.loseConnection)
-        signing = self.factory.server.server_key.signing
-        if self.factory.offer_secure and signing is not None:
-            self.handshake = secure.ServerHandshake(signing)
+        self.handshake = self.factory.handshake()
+        if self.handshake is not None:
             offer = messages.wrap("key_exchange", KeyExchange(keys=self.handshake.offer()))
             self.transport.write(encode_frame(offer.SerializeToString()))
 
@@ -233,6 +232,16 @@ class RendezvousTCPFactory(Factory):
         self.offer_secure = offer_secure
         self.limits = limits if limits is not None else ConnectionLimits()
         self.protocol_class = protocol_class
+        self._handshakes = None
+
+    def handshake(self):
+        """The current secure_tcp handshake, or None when this listener offers none."""
+        signing = self.server.server_key.signing
+        if not self.offer_secure or signing is None:
+            return None
+        if self._handshakes is None or self._handshakes.signing_key is not signing:
+            self._handshakes = secure.HandshakeRotation(signing, self.clock)
+        return self._handshakes.current()
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "")

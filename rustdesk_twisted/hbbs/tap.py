@@ -345,11 +345,11 @@ class HbbsService(service.MultiService):
                  interface=f"[{interface}]" if ":" in interface else interface,
                  port=config.udp_port, event="banner")
         granted = self.udp.effective_buffer
-        if config.rmem and granted < config.rmem:
+        if granted is not None and config.rmem and granted < config.rmem:
             log.warn("UDP receive buffer is {granted} bytes, not the {wanted} asked for: raise "
                      "net.core.rmem_max, or heartbeats are lost under load", granted=granted,
                      wanted=config.rmem, event="banner")
-        else:
+        elif granted is not None:
             log.info("UDP receive buffer: {granted} bytes", granted=granted, event="banner")
         for what, endpoint in (("tcp rendezvous", config.tcp_endpoint),
                                ("tcp NAT test / online", config.nat_endpoint),

@@ -14,16 +14,16 @@ class RendezvousUDP(DatagramProtocol):
         self.effective_buffer = None
 
     def startProtocol(self):
-        handle = self.transport.getHandle()
-        if self.receive_buffer:
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
-        # Linux reports twice what it grants (bookkeeping included), capped by net.core.rmem_max.
-        self.effective_buffer = handle.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
-        self.server.send_datagram = self.send
         get_handle = getattr(self.transport, "getHandle", None)
-        self._sendto = getattr(get_handle(), "sendto", None) if get_handle else None
-        if self._sendto is not None:
+        handle = get_handle() if get_handle is not None else None
+        if handle is not None:
+            if self.receive_buffer:
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+            # Linux reports twice what it grants (bookkeeping included), capped by rmem_max.
+            self.effective_buffer = handle.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+            self._sendto = handle.sendto
             self.server.send_reply = self.reply
+        self.server.send_datagram = self.send
 
     def stopProtocol(self):
         if self.server.send_datagram == self.send:

@@ -62,9 +62,12 @@ class ServerHandshake:
     def __init__(self, signing_key, ephemeral=None):
         self._signing = signing_key
         self._ephemeral = ephemeral if ephemeral is not None else PrivateKey.generate()
+        self._offer = None
 
     def offer(self):
-        return [self._signing.sign(bytes(self._ephemeral.public_key))]
+        if self._offer is None:
+            self._offer = [self._signing.sign(bytes(self._ephemeral.public_key))]
+        return self._offer
 
     def accept(self, keys):
         if len(keys) != 2 or len(keys[0]) != 32 or len(keys[1]) != 48:
@@ -76,6 +79,31 @@ class ServerHandshake:
         if len(key) != 32:
             raise HandshakeError("client KeyExchange carries a key of the wrong size")
         return SecretStream(key)
+
+
+class HandshakeRotation:
+    """One ServerHandshake shared by the connections of ``lifetime`` seconds.
+
+    Signing a fresh ephemeral key was a quarter of the server's CPU per punch
+    flow (bench/README.md).  A handshake holds no per-connection state: each
+    client boxes its own random key to the ephemeral key, so sharing it for a
+    minute costs only forward secrecy within that minute.
+    """
+
+    def __init__(self, signing_key, clock, lifetime=60.0):
+        self.signing_key = signing_key
+        self.clock = clock
+        self.lifetime = lifetime
+        self._current = None
+        self._expires = 0.0
+
+    def current(self):
+        now = self.clock.seconds()
+        if self._current is None or now >= self._expires:
+            self._current = ServerHandshake(self.signing_key)
+            self._current.offer()
+            self._expires = now + self.lifetime
+        return self._current
 
 
 def client_handshake(server_public_key, offer_keys, ephemeral=None, symmetric_key=None):
