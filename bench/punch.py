@@ -53,7 +53,7 @@ def rows(build, runs, quick, hbbs_target=None, licence=""):
         if hbbs_target:
             target = hbbs_target
         else:
-            server, target, licence = harness.start_hbbs()
+            server, target, licence = harness.start_hbbs("--max-connections-per-ip", "100000")
         try:
             for case in cases:
                 results[case].append(flows(punchload, target, licence, *case, seconds,
