@@ -45,6 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loadgen.h"
+
 #define MAX_CONNS 8192
 #define FLOW_TIMEOUT 3.0
 #define VERSION "1.4.2"
@@ -77,41 +79,6 @@ static struct conn conns[MAX_CONNS];
 static pthread_mutex_t slots = PTHREAD_MUTEX_INITIALIZER;
 static double *latencies;
 static size_t latency_count, latency_capacity;
-
-static void die(const char *what) {
-    perror(what);
-    exit(2);
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double cpu_now(void) {
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
-           usage.ru_stime.tv_usec / 1e6;
-}
-
-static void pause_for(double seconds) {
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
-
-static size_t put_varint(unsigned char *out, unsigned long long value) {
-    size_t at = 0;
-    do {
-        out[at] = value & 0x7f;
-        value >>= 7;
-        if (value) out[at] |= 0x80;
-        at++;
-    } while (value);
-    return at;
-}
 
 /* tag (one or two bytes, given as the bytes), length, data */
 static size_t put_field(unsigned char *out, const unsigned char *tag, size_t tag_length,

@@ -45,6 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loadgen.h"
+
 #define BUFFER (256 * 1024)
 #define MAX_STREAMS 64
 
@@ -52,35 +54,11 @@ static atomic_ullong received;
 static atomic_int stopping;
 static int websocket;
 
-static void die(const char *what) {
-    perror(what);
-    exit(2);
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double cpu_now(void) {
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
-           usage.ru_stime.tv_usec / 1e6;
-}
-
 static double thread_cpu(pthread_t thread) {
     clockid_t clock;
     struct timespec ts;
     if (pthread_getcpuclockid(thread, &clock) != 0 || clock_gettime(clock, &ts) != 0) return 0;
     return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void pause_for(double seconds) {
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
 }
 
 static int connect_to(int port) {

@@ -36,46 +36,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loadgen.h"
+
 static int *sockets;
 static int socket_count;
 static struct sockaddr_in server;
 static atomic_ullong answered, request_pk;
 static atomic_int stopping;
-
-static void die(const char *what) {
-    perror(what);
-    exit(2);
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double cpu_now(void) {
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
-           usage.ru_stime.tv_usec / 1e6;
-}
-
-static void pause_for(double seconds) {
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
-
-static size_t put_varint(unsigned char *out, unsigned long long value) {
-    size_t at = 0;
-    do {
-        out[at] = value & 0x7f;
-        value >>= 7;
-        if (value) out[at] |= 0x80;
-        at++;
-    } while (value);
-    return at;
-}
 
 static size_t put_bytes(unsigned char *out, unsigned tag, const void *data, size_t length) {
     size_t at = 0;

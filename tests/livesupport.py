@@ -1,42 +1,19 @@
 """Running the real twistd plugins on free loopback ports, for the few real-socket tests."""
 
 import os
-import socket
 import sys
 
 from twisted.internet import defer, protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol, Protocol
 
+from bench.harness import free_port_block
 from rustdesk_twisted.wire import messages
 from rustdesk_twisted.wire.framing import FrameDecoder, encode_frame
 
+__all__ = ["DatagramClient", "FramedClient", "free_port_block", "start_twistd", "stop_twistd"]
+
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port_block(offsets, kinds=(socket.SOCK_STREAM, socket.SOCK_DGRAM)):
-    """A base port P such that P+offset is free for every offset and socket kind."""
-    for _ in range(200):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-        probe.close()
-        if base + max(offsets) > 65535 or base + min(offsets) < 1024:
-            continue
-        held = []
-        try:
-            for offset in offsets:
-                for kind in kinds:
-                    s = socket.socket(socket.AF_INET, kind)
-                    held.append(s)
-                    s.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no free block of ports")
 
 
 class _TwistdProcess(protocol.ProcessProtocol):
