@@ -11,11 +11,11 @@ hbbr's allow table, and hbbr pairs nothing else (USERS.md 1.12).
 import os
 
 from twisted.application.service import MultiService
-from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
 from .config import ConfigError
+from .startup import exit_on_startup_error
 from .hbbr import tap as hbbr_tap
 from .hbbr.announce import AllowedUuids
 from .hbbs import tap as hbbs_tap
@@ -113,10 +113,7 @@ class CombinedService(MultiService):
         hbbr.setServiceParent(self)
 
     def startService(self):
-        try:
-            super().startService()
-        except (ConfigError, keys.KeyFileError, OSError, CannotListenError) as e:
-            raise SystemExit(f"rustdesk-server: {e}")
+        exit_on_startup_error("rustdesk-server", super().startService)
         server, allowed = self.hbbs.server, self.hbbr.allowed
         if allowed is not None:
             server.relay_announcer = LocalAnnouncer(allowed, self.reactor,

@@ -223,7 +223,7 @@ class HbbrDataDirTests(SynchronousTestCase):
     def start(self, *argv):
         options = hbbr_tap.Options()
         options.parseOptions(["--console", "off", "--admin", "off", *argv])
-        service = hbbr_tap.makeService(options, reactor=MemoryReactorClock())
+        service = hbbr_tap.makeService(options, reactor=MemoryReactorClock()).inner
         service.environ = {}
         service.startService()
         self.addCleanup(service.stopService)
@@ -246,7 +246,7 @@ class HbbrDataDirTests(SynchronousTestCase):
         other = keys.b64(bytes(range(32)))
         options = hbbr_tap.Options()
         options.parseOptions(["--data-dir", self.directory, "-k", other, "--console", "off"])
-        service = hbbr_tap.makeService(options, reactor=MemoryReactorClock())
+        service = hbbr_tap.makeService(options, reactor=MemoryReactorClock()).inner
         service.environ = {}
         error = self.assertRaises(ConfigError, service.startService)
         self.assertIn("differs from hbbs's key", str(error))
@@ -255,7 +255,7 @@ class HbbrDataDirTests(SynchronousTestCase):
         options = hbbr_tap.Options()
         options.parseOptions(["--data-dir", self.directory, "--admin", "tcp:0",
                               "--console", "off"])
-        service = hbbr_tap.makeService(options, reactor=MemoryReactorClock())
+        service = hbbr_tap.makeService(options, reactor=MemoryReactorClock()).inner
         service.environ = {}
         self.assertRaises(ConfigError, service.startService)
 

@@ -31,7 +31,7 @@ class DoctorTests(unittest.TestCase):
         sockets = tempfile.mkdtemp(prefix="doctor")
         self.addCleanup(shutil.rmtree, sockets)
         self.sockets = sockets
-        self.port = free_port_block((-1, 0, 1, 2, 3, 34, 36, 44))
+        self.port = free_port_block((-1, 0, 1, 2, 3, 4, 5, 34, 36, 44))
         self.relay_port = self.port + 1
 
     @inlineCallbacks

@@ -48,7 +48,7 @@ class ServiceTests(SynchronousTestCase):
     def start(self, *argv, environ=None):
         reactor = MemoryReactorClock()
         before = sorted(os.listdir(self.directory))
-        service = makeService(options("--directory", self.directory, *argv), reactor=reactor)
+        service = makeService(options("--directory", self.directory, *argv), reactor=reactor).inner
         service.environ = environ or {}
         self.assertEqual(sorted(os.listdir(self.directory)), before,
                          "makeService touched the disk")

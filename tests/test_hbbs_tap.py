@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from rustdesk_twisted.config import ConfigError, Settings
 from rustdesk_twisted.hbbs import tap
+from rustdesk_twisted.startup import ExitOnStartupError
 from rustdesk_twisted.wire import keys
 
 
@@ -132,7 +133,7 @@ class ServiceTests(unittest.TestCase):
         directory, service = self.make()
         with open(os.path.join(directory, "id_ed25519"), "w") as f:
             f.write("not a key")
-        wrapper = tap._Fatal(service)
+        wrapper = ExitOnStartupError("rustdesk-hbbs", service)
         error = self.assertRaises(SystemExit, wrapper.startService)
         self.assertIn("malformed private key", str(error))
         self.assertFalse(service.running)
@@ -141,6 +142,7 @@ class ServiceTests(unittest.TestCase):
         busy = reactor.listenTCP(0, tap.Factory(), interface="127.0.0.1")
         self.addCleanup(busy.stopListening)
         _, service = self.make(**{"LISTEN-TCP": f"tcp:{busy.getHost().port}:interface=127.0.0.1"})
-        error = self.assertRaises(SystemExit, tap._Fatal(service).startService)
+        error = self.assertRaises(SystemExit,
+                                  ExitOnStartupError("rustdesk-hbbs", service).startService)
         self.assertIn("Couldn't listen", str(error))
         self.assertFalse(service.running)

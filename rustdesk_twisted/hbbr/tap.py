@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from .. import __version__, adminweb, logs
 from ..config import ConfigError, Settings, read_env_file
+from ..startup import ExitOnStartupError
 from ..wire.announce import announce_key
 from ..wire.websocket import TrustedProxies
 from ..wire.keys import (
@@ -254,4 +255,4 @@ class HbbrService(MultiService):
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
-    return HbbrService(config, reactor)
+    return ExitOnStartupError("rustdesk-hbbr", HbbrService(config, reactor))

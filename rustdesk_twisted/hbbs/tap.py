@@ -13,7 +13,6 @@ import socket
 
 from twisted.application import internet, service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.error import CannotListenError
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -21,6 +20,7 @@ from twisted.python import usage
 
 from .. import __version__, adminweb, logs
 from ..config import ConfigError, layered_settings
+from ..startup import ExitOnStartupError
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
 from ..wire.websocket import TrustedProxies, websocket_site
@@ -400,23 +400,4 @@ def makeService(options, reactor=None):
         config = build_config(options)
     except ConfigError as e:
         raise SystemExit(f"rustdesk-hbbs: {e}")
-    return _Fatal(HbbsService(config, reactor), config.log_format)
-
-
-class _Fatal(service.MultiService):
-    """Turns a startup error into a one-line message and exit status 1 under twistd."""
-
-    def __init__(self, inner, log_format="text"):
-        super().__init__()
-        self.log_format = log_format
-        inner.setServiceParent(self)
-
-    def setServiceParent(self, parent):
-        logs.use_format(parent, self.log_format)
-        super().setServiceParent(parent)
-
-    def startService(self):
-        try:
-            super().startService()
-        except (ConfigError, keyfiles.KeyFileError, OSError, CannotListenError) as e:
-            raise SystemExit(f"rustdesk-hbbs: {e}")
+    return ExitOnStartupError("rustdesk-hbbs", HbbsService(config, reactor), config.log_format)
