@@ -99,7 +99,8 @@ def rate_rows(build, runs, quick, hbbs_target=None):
                 server, target = harness.start_hbbs("--rmem", str(RMEM))[:2]
                 pid = server.pid
             elif name == "hbbs":
-                server, target = (None, hbbs_target) if hbbs_target else harness.start_hbbs()[:2]
+                server, target = ((None, hbbs_target) if hbbs_target
+                                  else harness.start_hbbs("--rmem", "0")[:2])
                 pid = server.pid if server else None
             else:
                 command = ([udpload, "echo"] if name == "c" else
@@ -131,7 +132,7 @@ def rate_rows(build, runs, quick, hbbs_target=None):
     return [
         Row("registration", "RegisterPeer/s held, < 0.1 % unanswered: hbbs", "msg/s",
             samples["hbbs"], f"C ceiling {base:.0f}" if base else "",
-            note("hbbs") + "; system default receive buffer"),
+            note("hbbs") + ("" if hbbs_target else "; --rmem 0: the system default receive buffer")),
         *rmem,
         Row("registration", "… baseline: C recvmmsg/sendmmsg answerer (ceiling)", "msg/s",
             samples["c"], "", note("c") + "; 4 MiB receive buffer"),
