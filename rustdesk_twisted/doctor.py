@@ -88,12 +88,6 @@ def _within(d, seconds, clock):
     return d.addTimeout(seconds, clock)
 
 
-def _reason(failure):
-    if failure.check(TimeoutError):
-        return "timed out"
-    return failure.getErrorMessage()
-
-
 class Doctor:
     """The checks, in order; ``hosts`` gives the client hosts (two, for A and B).
 
@@ -102,7 +96,7 @@ class Doctor:
     (None: unknown, so the signature checks are skipped).
     """
 
-    def __init__(self, clock, server, key=None, relay=None, hosts=None, seed=None):
+    def __init__(self, clock, server, key=None, relay=None, hosts=None):
         self.clock = clock
         self.server = ServerAddress(server[0], server[1])
         self.key = key

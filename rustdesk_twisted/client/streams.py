@@ -24,7 +24,6 @@ from wsproto.events import (
     Ping,
     RejectConnection,
     Request,
-    TextMessage,
 )
 
 from ..wire import messages, secure
@@ -215,9 +214,6 @@ class WebSocketRendezvousClient(Protocol, _ClientStream):
 
     def send_heartbeat(self):
         self.transport.write(self.ws.send(BytesMessage(data=b"")))
-
-    def send_text(self, text):
-        self.transport.write(self.ws.send(TextMessage(data=text)))
 
     def close(self):
         if self.open:

@@ -9,13 +9,13 @@ address.
 """
 
 import re
-import uuid as uuidlib
 
 from twisted.logger import Logger
 
 from ..wire.addr_mangle import is_loopback, try_into_v4
 from ..wire.rendezvous_pb2 import RegisterPkResponse
 from .limits import IpBlocker, IpChanges
+from .store import new_guid
 
 ONLINE_WINDOW = 30.0
 PK_BURST = 2
@@ -187,7 +187,7 @@ class PeerRegistry:
         new = not peer.guid
         old_pk, old_ip = peer.pk, peer.ip
         if new:
-            peer.guid = uuidlib.uuid4().bytes
+            peer.guid = new_guid()
             self.peers[peer.id] = peer
         peer.uuid = uuid
         peer.pk = pk
