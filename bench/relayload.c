@@ -122,13 +122,7 @@ static void send_all(int fd, const unsigned char *data, size_t length) {
 static size_t put_field(unsigned char *out, unsigned tag, const char *text) {
     size_t length = strlen(text), at = 0;
     out[at++] = (unsigned char)tag;
-    size_t value = length;
-    do {
-        out[at] = value & 0x7f;
-        value >>= 7;
-        if (value) out[at] |= 0x80;
-        at++;
-    } while (value);
+    at += put_varint(out + at, length);
     memcpy(out + at, text, length);
     return at + length;
 }
@@ -141,13 +135,7 @@ static void request_relay(int fd, const char *uuid, const char *licence) {
     size_t at = 0;
     payload[at++] = 0x92;
     payload[at++] = 0x01;
-    size_t value = inner_length;
-    do {
-        payload[at] = value & 0x7f;
-        value >>= 7;
-        if (value) payload[at] |= 0x80;
-        at++;
-    } while (value);
+    at += put_varint(payload + at, inner_length);
     memcpy(payload + at, inner, inner_length);
     size_t length = at + inner_length;
     if (websocket) {

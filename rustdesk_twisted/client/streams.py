@@ -70,6 +70,17 @@ class _ClientStream:
         self.failure = reason
         self._call("on_closed")
 
+    def _open(self, payload):
+        """Decrypt (when secured) and record a received payload; None closes the stream."""
+        if self.cipher is not None:
+            try:
+                payload = self.cipher.open(payload)
+            except secure.DecryptionError:
+                self.close()
+                return None
+        self.received.append(payload)
+        return payload
+
     def _deliver(self, payload):
         if self.on_payload is not None:
             self._call("on_payload", payload)
@@ -134,13 +145,9 @@ class FramedRendezvousClient(Protocol, _ClientStream):
             if self.closed:
                 return
             self.raw_frames.append(payload)
-            if self.cipher is not None:
-                try:
-                    payload = self.cipher.open(payload)
-                except secure.DecryptionError:
-                    self.close()
-                    return
-            self.received.append(payload)
+            payload = self._open(payload)
+            if payload is None:
+                return
             if self.on_payload is None and self.first:
                 self.first = False
                 if self._first_payload(payload):
@@ -245,14 +252,9 @@ class WebSocketRendezvousClient(Protocol, _ClientStream):
                 self.transport.loseConnection()
 
     def _payload(self, payload):
-        if self.cipher is not None:
-            try:
-                payload = self.cipher.open(payload)
-            except secure.DecryptionError:
-                self.close()
-                return
-        self.received.append(payload)
-        self._deliver(payload)
+        payload = self._open(payload)
+        if payload is not None:
+            self._deliver(payload)
 
     def connectionLost(self, reason):
         self.closed = True
