@@ -1,0 +1,95 @@
+"""Putting what clients send into log lines without letting it shape the line.
+
+Log lines are read by people, grepped by scripts and matched by fail2ban,
+so text an attacker chose (ids, uuids, versions, relay names, console input)
+must never be able to look like structure: :func:`quoted` turns any value
+into printable ASCII in double quotes, escaped and capped.  Lines about a
+client start with its address (``"{source} ..."``), before any such text, so a
+filter anchored on that position cannot be fooled by what follows.
+
+:class:`LimitLog` reports limit hits once per source and interval, with a
+count of the hits it did not log, so a flood costs counters, not log I/O.
+"""
+
+from twisted.logger import Logger
+
+MAX_QUOTED = 64
+_PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}
+_NAMED = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
+
+
+def _escape(char):
+    if char in _PLAIN:
+        return char
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def quoted(value, limit=MAX_QUOTED):
+    """``value`` (str, bytes or anything printable) as a double-quoted printable-ASCII literal.
+
+    At most ``limit`` characters of escaped text appear between the quotes;
+    a longer value ends in ``...`` after the closing quote.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        chars = map(chr, bytes(value))
+    else:
+        chars = str(value)
+    out = []
+    size = 0
+    for char in chars:
+        piece = _escape(char)
+        size += len(piece)
+        if size > limit:
+            return '"' + "".join(out) + '"...'
+        out.append(piece)
+    return '"' + "".join(out) + '"'
+
+
+class LimitLog:
+    """Logs a limit hit once per ``(limit, source)`` and ``interval``; counts every hit.
+
+    ``hits[limit]`` holds the total for ``/metrics``.  The table of recent
+    reports is bounded: past ``max_sources`` entries the stale ones go, and
+    if none is stale the oldest.
+    """
+
+    def __init__(self, logger=None, interval=60.0, max_sources=10_000):
+        self.log = logger if logger is not None else Logger()
+        self.interval = interval
+        self.max_sources = max_sources
+        self.hits = {}
+        self._reported = {}
+
+    def hit(self, now, limit, source, detail=""):
+        """Count a hit of ``limit`` by ``source`` (a source key or address) and maybe log it."""
+        self.hits[limit] = self.hits.get(limit, 0) + 1
+        key = (limit, source)
+        entry = self._reported.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return
+        suppressed = entry[1] if entry is not None else 0
+        if entry is None and len(self._reported) >= self.max_sources:
+            self._make_room(now)
+        self._reported.pop(key, None)
+        self._reported[key] = [now, 0]
+        self.log.warn(
+            "{source} limit {limit} reached{detail}{more}", source=source, limit=limit,
+            detail=f": {detail}" if detail else "",
+            more=f" ({suppressed} more hits since the last report)" if suppressed else "",
+            event="limit_reached", suppressed=suppressed)
+
+    def _make_room(self, now):
+        reported = self._reported
+        for key in [k for k, (when, _) in reported.items() if now - when >= self.interval]:
+            del reported[key]
+        while len(reported) >= self.max_sources:
+            del reported[next(iter(reported))]
