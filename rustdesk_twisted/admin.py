@@ -30,8 +30,9 @@ from twisted.python import lockfile
 from . import __version__, adminweb
 from .config import ConfigError, layered_settings
 from .hbbr.tap import relay_ports
+from .hbbs import dbfile
 from .hbbs.registry import ID_FORMAT
-from .hbbs.store import LAST_SEEN_SCHEMA, OFFICIAL_SCHEMA, path_from_db_url
+from .hbbs.store import path_from_db_url
 from .wire import keys
 
 CONSOLE_NAME = "hbbs-console.sock"
@@ -101,31 +102,48 @@ def check_key(data_dir, public_text):
 
 
 class OfflinePeers:
-    """The ``peer`` table edited directly; only used while no hbbs holds the data directory."""
+    """The ``peer`` table edited directly; only used while no hbbs holds the data directory.
 
-    def __init__(self, path):
-        if not os.path.exists(path):
-            raise AdminError(f"no database at {path}")
-        self.conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
-        self.conn.executescript(OFFICIAL_SCHEMA + LAST_SEEN_SCHEMA)
+    The file is examined as hbbs does before anything touches it: another
+    application's database is refused, never given our schema.  Listing and
+    showing open it read-only; releasing and renaming change only rows.
+    """
+
+    def __init__(self, path, write=False):
+        kind = dbfile.examine(path)
+        if kind == dbfile.NEW:
+            raise AdminError(f"no peers in {path}: it does not exist or holds no peer table")
+        self.last_seen = kind == dbfile.OURS
+        if write:
+            dbfile.check_writable(path)
+            self.conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        else:
+            self.conn = sqlite3.connect(dbfile.read_only_uri(path), uri=True, timeout=5.0)
 
     def close(self):
         self.conn.close()
 
+    def _seen(self):
+        """The last-seen join, or none for an official database (it has no such table)."""
+        if self.last_seen:
+            return "s.last_seen", " left join peer_last_seen as s on s.guid = p.guid"
+        return "null", ""
+
     def list(self):
+        seen, join = self._seen()
         rows = self.conn.execute(
-            "select cast(p.id as text), p.info, s.last_seen from peer as p"
-            " left join peer_last_seen as s on s.guid = p.guid order by p.created_at, p.id")
+            f"select cast(p.id as text), p.info, {seen} from peer as p{join}"
+            " order by p.created_at, p.id")
         lines = []
         for peer_id, info, seen in rows:
             lines.append(f"{peer_id} offline {_iso(seen)} {_ip(info) or '-'}\n")
         return f"{len(lines)}\n" + "".join(lines)
 
     def show(self, peer_id):
+        seen, join = self._seen()
         row = self.conn.execute(
-            "select p.uuid, p.pk, p.created_at, p.info, s.last_seen from peer as p"
-            " left join peer_last_seen as s on s.guid = p.guid where p.id = ?",
-            (peer_id,)).fetchone()
+            f"select p.uuid, p.pk, p.created_at, p.info, {seen} from peer as p{join}"
+            " where p.id = ?", (peer_id,)).fetchone()
         if row is None:
             return f"{peer_id}: not registered\n"
         uuid, pk, created, info, seen = row
@@ -136,8 +154,9 @@ class OfflinePeers:
     def release(self, peer_id):
         with self.conn:
             self.conn.execute("begin immediate")
-            self.conn.execute("delete from peer_last_seen where guid in"
-                              " (select guid from peer where id = ?)", (peer_id,))
+            if self.last_seen:
+                self.conn.execute("delete from peer_last_seen where guid in"
+                                  " (select guid from peer where id = ?)", (peer_id,))
             gone = self.conn.execute("delete from peer where id = ?", (peer_id,)).rowcount
         return f"{peer_id}: released\n" if gone else f"{peer_id}: not registered\n"
 
@@ -178,7 +197,7 @@ def _iso(seconds):
 
 def sqlite_copy(source, target):
     """A consistent copy of ``source`` (SQLite online backup: one read transaction)."""
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=5.0)
+    src = sqlite3.connect(dbfile.read_only_uri(source), uri=True, timeout=5.0)
     dst = sqlite3.connect(target)
     try:
         src.backup(dst)
@@ -189,7 +208,7 @@ def sqlite_copy(source, target):
 
 def database_summary(path):
     """``(peer count, quick_check result)`` of a database file."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(dbfile.read_only_uri(path), uri=True)
     try:
         check = conn.execute("pragma quick_check").fetchone()[0]
         count = conn.execute("select count(*) from peer").fetchone()[0]
@@ -207,7 +226,7 @@ def write_archive(archive, database, data_dir, created):
     manifest = {"version": __version__, "created": created, "peers": peers,
                 "key_fingerprint": keys.fingerprint(secret[32:]) if secret else None}
     partial = archive + ".partial"
-    with tarfile.open(partial, "w:gz") as tar:
+    with _private_file(partial) as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
         tar.add(database, arcname=DB_NAME)
         for name in KEPT_FILES:
             path = os.path.join(data_dir, name)
@@ -255,9 +274,17 @@ def restore_archive(archive, data_dir, db_path, force=False):
 def _write_file(path, data, mode):
     partial = path + ".partial"
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(partial, path)
+
+
+def _private_file(path):
+    """A new file only its owner can read (a backup holds the private key), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 # Talking to a running hbbs
@@ -447,7 +474,7 @@ def _peers(reactor, ctx, args):
         else:
             command = f"{'peer' if action == 'show' else 'peer-release'} {args.id}"
         return (yield console_command(reactor, ctx.console, command))
-    peers = OfflinePeers(ctx.db)
+    peers = OfflinePeers(ctx.db, write=action in ("release", "rename"))
     try:
         if action == "list":
             return peers.list()
@@ -491,7 +518,7 @@ def main(argv=None, environ=None):
 
         def failed(failure):
             failure.trap(AdminError, ConfigError, keys.KeyFileError, OSError, sqlite3.Error,
-                         tarfile.TarError)
+                         tarfile.TarError, dbfile.DatabaseRefused)
             sys.stderr.write(f"rustdesk-admin: {failure.value}\n")
             raise SystemExit(1)
 

@@ -79,7 +79,9 @@ class Readiness(Resource):
     """Runs every check; 200 when all pass, 503 with the failures otherwise.
 
     A check is ``(name, callable)``; the callable returns a value or a
-    Deferred, and raises or fails when the check fails.
+    Deferred, and raises or fails when the check fails.  The log says when
+    the set of failing checks changes, not on every probe (a Kubernetes
+    probe asks every few seconds).
     """
 
     isLeaf = True
@@ -89,6 +91,7 @@ class Readiness(Resource):
         super().__init__()
         self.checks = checks
         self.clock = clock
+        self._failing = ()
 
     def run(self):
         """Fires with ``(ready, {name: detail})``."""
@@ -105,12 +108,21 @@ class Readiness(Resource):
 
         return DeferredList(probes, consumeErrors=True).addCallback(summarize)
 
+    def _report(self, details):
+        failing = tuple(sorted(name for name, d in details.items() if not d["ok"]))
+        if failing == self._failing:
+            return
+        self._failing = failing
+        if failing:
+            self.log.warn("not ready: {failed}", event="not_ready", failed=", ".join(
+                f"{name} ({details[name]['detail']})" for name in failing))
+        else:
+            self.log.info("ready again", event="ready")
+
     def render_GET(self, request):
         def respond(outcome):
             ready, details = outcome
-            if not ready:
-                self.log.warn("not ready: {failed}", event="not_ready", failed=", ".join(
-                    f"{name} ({d['detail']})" for name, d in details.items() if not d["ok"]))
+            self._report(details)
             request.setResponseCode(200 if ready else 503)
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"cache-control", b"no-store")
@@ -227,7 +239,9 @@ def hbbs_site(service, probe, clock, token=None):
                        "active": list(server.relays.active)},
             "always_use_relay": server.always_use_relay,
             "database": {"path": service.store.path, "pending_ops": service.store.pending,
-                         "failed_ops": service.store.failed_ops},
+                         "failed_ops": service.store.failed_ops,
+                         "refused_ops": service.store.refused_ops,
+                         "failing": service.store.failure},
             "counters": dict(server.counters),
         }
 

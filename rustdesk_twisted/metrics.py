@@ -92,8 +92,16 @@ class HbbsCollector:
                 count_value=store.writes, sum_value=store.write_seconds)
             yield _gauge("rustdesk_hbbs_db_pending_ops", "Database writes queued, not committed.",
                          store.pending)
-            yield _counter("rustdesk_hbbs_db_failed_ops", "Database writes dropped.",
+            yield _counter("rustdesk_hbbs_db_failed_ops",
+                           "Database writes whose own data was rejected (duplicate id...).",
                            samples=[((), store.failed_ops)])
+            yield _counter("rustdesk_hbbs_db_refused_ops",
+                           "Database writes refused because the commit failed (disk full, "
+                           "read-only...); their clients were refused and retry.",
+                           samples=[((), store.refused_ops)])
+            yield _gauge("rustdesk_hbbs_db_failing",
+                         "1 while commits fail (registrations are refused), else 0.",
+                         int(store.failure is not None))
 
 
 class HbbrCollector:

@@ -9,9 +9,10 @@ from twisted.internet.error import CannotListenError
 
 from . import logs
 from .config import ConfigError
+from .hbbs.dbfile import DatabaseRefused
 from .wire.keys import KeyFileError
 
-STARTUP_ERRORS = (ConfigError, KeyFileError, OSError, CannotListenError)
+STARTUP_ERRORS = (ConfigError, KeyFileError, DatabaseRefused, OSError, CannotListenError)
 
 
 def exit_on_startup_error(name, start):

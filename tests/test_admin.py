@@ -1,8 +1,11 @@
 """rustdesk-admin: keys, offline peers, backup/restore archives, health URLs, console additions."""
 
+import hashlib
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tarfile
 import tempfile
 
@@ -21,6 +24,7 @@ from rustdesk_twisted.hbbs.rendezvous import RendezvousServer
 from rustdesk_twisted.hbbs.store import LAST_SEEN_SCHEMA, OFFICIAL_SCHEMA, PeerStore
 from rustdesk_twisted.wire import keys
 
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UUID = b"machine-uuid-0001"
 PK = bytes(range(32))
 
@@ -88,7 +92,7 @@ class OfflinePeerTests(SynchronousTestCase):
         self.dir = _directory(self)
         self.db = os.path.join(self.dir, "db_v2.sqlite3")
         _database(self.db, [("123456789", "1.2.3.4"), ("987654321", "5.6.7.8")])
-        self.peers = admin.OfflinePeers(self.db)
+        self.peers = admin.OfflinePeers(self.db, write=True)
         self.addCleanup(self.peers.close)
 
     def test_list_and_show(self):
@@ -114,6 +118,50 @@ class OfflinePeerTests(SynchronousTestCase):
         self.assertTrue(self.peers.rename("nobody1", "fresh-id").startswith("error:"))
         self.assertTrue(self.peers.rename("office-pc", "1bad").startswith("error:"))
         self.assertIn("ip: 1.2.3.4", self.peers.show("office-pc"))
+
+
+class OfflineForeignDatabaseTests(SynchronousTestCase):
+    """`rustdesk-admin peers` on a file that is not ours: a sentence, and the file untouched."""
+
+    def setUp(self):
+        self.dir = _directory(self)
+        self.db = os.path.join(self.dir, "db_v2.sqlite3")
+
+    def run_admin(self, *argv):
+        return subprocess.run([sys.executable, "-m", "rustdesk_twisted.admin", "--data-dir",
+                               self.dir, *argv], capture_output=True, text=True, timeout=60,
+                              cwd=REPOSITORY)
+
+    def snapshot(self):
+        with open(self.db, "rb") as f:
+            return sorted(os.listdir(self.dir)), hashlib.sha256(f.read()).hexdigest()
+
+    def test_another_applications_peer_table(self):
+        conn = sqlite3.connect(self.db)
+        conn.execute("create table peer (id integer primary key, name text not null)")
+        conn.execute("insert into peer(name) values ('not a rustdesk peer')")
+        conn.commit()
+        conn.close()
+        before = self.snapshot()
+        for argv in (("peers", "list"), ("peers", "show", "x"), ("peers", "release", "x")):
+            done = self.run_admin(*argv)
+            self.assertEqual(done.returncode, 1, done.stderr)
+            self.assertIn("peer table that is not RustDesk's", done.stderr)
+            self.assertNotIn("Traceback", done.stderr)
+            self.assertEqual(self.snapshot(), before)
+
+    def test_official_database_is_listed_read_only(self):
+        conn = sqlite3.connect(self.db)
+        conn.executescript(OFFICIAL_SCHEMA)
+        conn.execute("insert into peer(guid, id, uuid, pk, info) values (?, ?, ?, ?, ?)",
+                     (b"g" * 16, "123456789", UUID, PK, '{"ip":"1.2.3.4"}'))
+        conn.commit()
+        conn.close()
+        before = self.snapshot()
+        done = self.run_admin("peers", "list")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout, "1\n123456789 offline never 1.2.3.4\n")
+        self.assertEqual(self.snapshot(), before)
 
 
 class BackupArchiveTests(SynchronousTestCase):
@@ -241,18 +289,19 @@ class ConsoleAdditionTests(TestCase):
         self.assertEqual(self.run_command("peer-list 1 1"), "3\n234567891 offline 40 10.0.0.1\n")
 
     async def test_release_and_rename_reach_the_database(self):
-        self.assertEqual(self.run_command("peer-release 123456789"), "123456789: released\n")
+        """The replies come once the change is committed: the rows are already moved."""
+        self.assertEqual(await self.run_command("peer-release 123456789"),
+                         "123456789: released\n")
         self.assertEqual(self.run_command("peer-release 123456789"),
                          "123456789: not registered\n")
-        self.assertEqual(self.run_command("peer-rename 234567891 office-pc"),
+        self.assertEqual(await self.run_command("peer-rename 234567891 office-pc"),
                          "234567891: renamed to office-pc\n")
+        self.assertEqual(self.stored_ids(), ["345678912", "office-pc"])
         self.assertTrue(self.run_command("peer-rename 345678912 office-pc").startswith("error:"))
         self.assertEqual(self.run_command("peer-rename 345678912"), "")
-        await self.store.flush()
-        self.assertEqual(self.stored_ids(), ["345678912", "office-pc"])
         self.assertIsNone(self.registry.get("123456789"))
-        self.assertEqual(self.registry.register_pk("123456789", b"another machine", PK,
-                                                   ("10.9.9.9", 1), 2000), 0)
+        self.assertEqual(await self.registry.register_pk("123456789", b"another machine", PK,
+                                                         ("10.9.9.9", 1), 2000), 0)
 
     async def test_backup(self):
         target = os.path.join(self.dir, "snap.sqlite3")

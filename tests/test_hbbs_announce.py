@@ -139,6 +139,7 @@ class _Channel:
 
     is_websocket = False
     transport_name = "tcp"
+    closed = False
 
     def __init__(self, journal, address):
         self.journal = journal

@@ -1,6 +1,7 @@
 """The pure rules of hbbs: registration (PROTOCOL.md sections 4.1, 7.1), limits (7.2, 7.3, 7.6),
 Change-ID (4.2 b1) and relay rotation (4.9).  Times are plain numbers; no transport."""
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -21,22 +22,38 @@ ID = "123456789"
 
 
 class RecordingStore:
-    """An in-memory stand-in for PeerStore's write interface."""
+    """An in-memory stand-in for PeerStore's write interface; every write commits at once."""
 
     def __init__(self):
         self.writes = []
 
     def insert(self, guid, peer_id, uuid, pk, ip):
         self.writes.append(("insert", peer_id, uuid, pk, ip))
+        return succeed(None)
 
     def update(self, guid, peer_id, pk, ip):
         self.writes.append(("update", peer_id, pk, ip))
+        return succeed(None)
 
     def rename(self, guid, new_id):
         self.writes.append(("rename", new_id))
+        return succeed(None)
+
+    def delete(self, guid, peer_id):
+        self.writes.append(("delete", peer_id))
+        return succeed(None)
 
     def touch(self, guid, last_seen):
         self.writes.append(("touch", last_seen))
+
+
+def settled(result):
+    """The answer of a registry call, once its (already committed) write has fired."""
+    if isinstance(result, Deferred):
+        answers = []
+        result.addCallback(answers.append)
+        [result] = answers
+    return result
 
 
 class RegisterPeerTests(SynchronousTestCase):
@@ -48,7 +65,7 @@ class RegisterPeerTests(SynchronousTestCase):
         self.assertIsNone(self.registry.get(ID))
 
     def test_known_peer_is_refreshed(self):
-        self.assertEqual(self.registry.register_pk(ID, UUID, PK, A, T0), Result.OK)
+        self.assertEqual(settled(self.registry.register_pk(ID, UUID, PK, A, T0)), Result.OK)
         self.assertFalse(self.registry.register_peer(ID, A_OTHER_PORT, T0 + 20))
         peer = self.registry.get(ID)
         self.assertEqual((peer.address, peer.last_reg_time), (A_OTHER_PORT, T0 + 20))
@@ -126,7 +143,7 @@ class RegisterPkTests(SynchronousTestCase):
         self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def register(self, peer_id=ID, uuid=UUID, pk=PK, address=A, now=T0):
-        return self.registry.register_pk(peer_id, uuid, pk, address, now)
+        return settled(self.registry.register_pk(peer_id, uuid, pk, address, now))
 
     def test_empty_uuid_or_pk_is_ignored(self):
         self.assertIsNone(self.register(uuid=b""))
@@ -197,15 +214,15 @@ class RegisterPkTests(SynchronousTestCase):
     def test_ip_blocker_applies_before_lookup(self):
         registry = PeerRegistry(ip_blocker=IpBlocker(requests_per_minute=1))
         for i in range(3):
-            self.assertEqual(registry.register_pk(f"peer-{i}", UUID, PK, A, T0), Result.OK)
-        self.assertEqual(registry.register_pk("peer-x", UUID, PK, A, T0), Result.TOO_FREQUENT)
+            self.assertEqual(settled(registry.register_pk(f"peer-{i}", UUID, PK, A, T0)), Result.OK)
+        self.assertEqual(settled(registry.register_pk("peer-x", UUID, PK, A, T0)), Result.TOO_FREQUENT)
         self.assertIsNone(registry.get("peer-x"))
 
     def test_table_bound(self):
         registry = PeerRegistry(max_peers=1)
         registry.register_pk(ID, UUID, PK, A, T0)
-        self.assertEqual(registry.register_pk("another", UUID, PK, B, T0), Result.SERVER_ERROR)
-        self.assertEqual(registry.register_pk(ID, UUID, PK, A, T0 + 1), Result.OK)
+        self.assertEqual(settled(registry.register_pk("another", UUID, PK, B, T0)), Result.SERVER_ERROR)
+        self.assertEqual(settled(registry.register_pk(ID, UUID, PK, A, T0 + 1)), Result.OK)
 
     def test_loaded_peer_keeps_its_guid(self):
         self.registry.load([StoredPeer(b"g" * 16, ID, UUID, PK, "::ffff:203.0.113.10", T0 - 5)])
@@ -226,7 +243,7 @@ class ChangeIdTests(SynchronousTestCase):
         self.registry.register_pk("taken-id", b"w" * 36, PK2, B, T0)
 
     def change(self, new_id, old_id=ID, uuid=UUID, now=T0 + 10):
-        return self.registry.change_id(old_id, new_id, uuid, A, now)
+        return settled(self.registry.change_id(old_id, new_id, uuid, A, now))
 
     def test_rename(self):
         self.assertEqual(self.change("alice-pc"), Result.OK)
@@ -241,7 +258,7 @@ class ChangeIdTests(SynchronousTestCase):
         for good in ("abcdef", "a" * 16, "Z_1-x9"):
             registry = PeerRegistry()
             registry.register_pk(ID, UUID, PK, A, T0)
-            self.assertEqual(registry.change_id(ID, good, UUID, A, T0 + 10), Result.OK, good)
+            self.assertEqual(settled(registry.change_id(ID, good, UUID, A, T0 + 10)), Result.OK, good)
 
     def test_exists(self):
         self.assertEqual(self.change("taken-id"), Result.ID_EXISTS)

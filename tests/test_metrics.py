@@ -35,6 +35,8 @@ class _Store:
     write_seconds = 0.5
     pending = 2
     failed_ops = 1
+    refused_ops = 3
+    failure = None
 
     def check_writable(self):
         return succeed(0.001)

@@ -9,14 +9,20 @@ import sqlite3
 import threading
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustdesk_twisted.hbbs import store
-from rustdesk_twisted.hbbs.store import PeerStore, new_guid, path_from_db_url
+from rustdesk_twisted.hbbs.store import (
+    PeerStore,
+    StoreOpRefused,
+    StoreUnavailable,
+    new_guid,
+    path_from_db_url,
+)
 
 # Copied from the official server, not imported from the store, so drift shows.
 OSS_CREATE = """
@@ -108,8 +114,8 @@ class StoreTestCase(TestCase):
         self.path = self.mktemp()
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
-    def openStore(self, path=None, clock=reactor, flush_interval=1.0):
-        s = PeerStore(path or self.path, clock, flush_interval=flush_interval)
+    def openStore(self, path=None, clock=reactor, commit_delay=0):
+        s = PeerStore(path or self.path, clock, commit_delay=commit_delay)
         self.addCleanup(s.close)
         return s, s.open()
 
@@ -197,8 +203,7 @@ class WriteTests(StoreTestCase):
     def test_insert_reads_back_as_official(self):
         """The official select sees BLOBs and compact info JSON."""
         s, _ = self.openStore()
-        s.insert(GUID_A, "123456789", UUID_A, PK_A, "::ffff:1.2.3.4")
-        d = s.flush()
+        d = s.insert(GUID_A, "123456789", UUID_A, PK_A, "::ffff:1.2.3.4")
         self.assertNoResult(d)
         yield d
         self.assertEqual(query(self.path, OSS_SELECT, ("123456789",)),
@@ -214,8 +219,7 @@ class WriteTests(StoreTestCase):
             (GUID_A, "123456789", UUID_A, PK_A, '{"ip":"1.2.3.4","group":"ops","tags":[1,2]}'),
         ])
         s, _ = self.openStore()
-        s.update(GUID_A, "123456789", PK_NEW, "5.6.7.8")
-        yield s.flush()
+        yield s.update(GUID_A, "123456789", PK_NEW, "5.6.7.8")
         [(guid, peerId, uuid, pk, _, _, info)] = query(self.path, OSS_SELECT, ("123456789",))
         self.assertEqual((guid, peerId, uuid, pk), (GUID_A, "123456789", UUID_A, PK_NEW))
         self.assertEqual(info, '{"ip":"5.6.7.8","group":"ops","tags":[1,2]}')
@@ -226,9 +230,7 @@ class WriteTests(StoreTestCase):
         rows = [(bytes([n]) * 16, f"10000000{n}", UUID_A, PK_A, info) for n, info in enumerate(infos)]
         make_official_db(self.path, rows)
         s, _ = self.openStore()
-        for guid, peerId, *_ in rows:
-            s.update(guid, peerId, PK_NEW, "5.6.7.8")
-        yield s.flush()
+        yield gatherResults([s.update(guid, peerId, PK_NEW, "5.6.7.8") for guid, peerId, *_ in rows])
         self.assertEqual(query(self.path, "select distinct info from peer"), [('{"ip":"5.6.7.8"}',)])
         self.assertEqual(s.failed_ops, 0)
 
@@ -239,68 +241,121 @@ class WriteTests(StoreTestCase):
             ("0123456789abcdef", "123456789", UUID_A, PK_A, '{"ip":"1.2.3.4"}'),
         ])
         s, [peer] = self.openStore()
-        s.update(peer.guid, "123456789", PK_NEW, "5.6.7.8")
-        s.rename(peer.guid, "555666777")
-        yield s.flush()
+        yield gatherResults([s.update(peer.guid, "123456789", PK_NEW, "5.6.7.8"),
+                             s.rename(peer.guid, "555666777")])
         self.assertEqual(query(self.path, "select id, pk, info from peer"),
                          [("555666777", PK_NEW, '{"ip":"5.6.7.8"}')])
         self.assertEqual(s.failed_ops, 0)
 
     @inlineCallbacks
-    def test_ops_keep_their_order_in_a_batch(self):
-        s, _ = self.openStore()
-        s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4")
-        s.update(GUID_A, "123456789", PK_NEW, "5.6.7.8")
-        s.rename(GUID_A, "555666777")
+    def test_group_commit(self):
+        """Writes arriving within the delay share one transaction; none is answered before it."""
+        clock = ClockWithThreads()
+        s, _ = self.openStore(clock=clock, commit_delay=0.002)
+        writes = [s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4"),
+                  s.update(GUID_A, "123456789", PK_NEW, "5.6.7.8"),
+                  s.rename(GUID_A, "555666777")]
         self.assertEqual(s.pending, 3)
-        yield s.flush()
+        clock.advance(0.001)
+        self.assertEqual(clock.threadResults, 0)
+        for d in writes:
+            self.assertNoResult(d)
+        clock.advance(0.001)
+        yield gatherResults(writes)
+        self.assertEqual((clock.threadResults, s.writes), (1, 1))
         self.assertEqual(query(self.path, OSS_SELECT, ("555666777",)),
                          [(GUID_A, "555666777", UUID_A, PK_NEW, None, None, '{"ip":"5.6.7.8"}')])
 
     @inlineCallbacks
-    def test_integrity_error_drops_only_that_op(self):
-        """A duplicate id is logged and dropped; the ops around it commit."""
-        s, _ = self.openStore()
-        s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4")
-        s.insert(GUID_B, "123456789", UUID_B, PK_B, "1.2.3.4")
-        s.update(GUID_A, "123456789", PK_NEW, "5.6.7.8")
-        yield s.flush()
+    def test_a_full_batch_is_committed_at_once(self):
+        clock = ClockWithThreads()
+        s = PeerStore(self.path, clock, commit_delay=10.0, max_batch=3)
+        self.addCleanup(s.close)
+        s.open()
+        writes = [s.insert(bytes([n]) * 16, f"10000000{n}", UUID_A, PK_A, "1.2.3.4")
+                  for n in range(3)]
+        yield gatherResults(writes)
+        self.assertEqual(query(self.path, "select count(*) from peer"), [(3,)])
+
+    @inlineCallbacks
+    def test_integrity_error_refuses_only_that_op(self):
+        """A duplicate id is logged and refused; the ops around it commit."""
+        clock = ClockWithThreads()
+        s, _ = self.openStore(clock=clock, commit_delay=0.002)
+        first = s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4")
+        duplicate = s.insert(GUID_B, "123456789", UUID_B, PK_B, "1.2.3.4")
+        last = s.update(GUID_A, "123456789", PK_NEW, "5.6.7.8")
+        clock.advance(0.002)
+        yield gatherResults([first, last])
+        error = yield self.assertFailure(duplicate, StoreOpRefused)
+        self.assertIn("UNIQUE", str(error))
         self.assertEqual(query(self.path, "select guid, pk from peer"), [(GUID_A, PK_NEW)])
         self.assertEqual(s.failed_ops, 1)
         [event] = self.eventsNamed("store_op_dropped")
         self.assertEqual((event["op"], event["guid"], event["peer_id"]),
-                         ("insert", GUID_B.hex(), "123456789"))
-        self.assertIn("UNIQUE", event["reason"])
+                         ("insert", GUID_B.hex(), '"123456789"'))
 
     @inlineCallbacks
-    def test_update_of_missing_row_is_reported(self):
+    def test_update_of_missing_row_is_refused(self):
         s, _ = self.openStore()
-        s.update(GUID_A, "123456789", PK_A, "1.2.3.4")
-        yield s.flush()
+        yield self.assertFailure(s.update(GUID_A, "123456789", PK_A, "1.2.3.4"), StoreOpRefused)
         self.assertEqual(s.failed_ops, 1)
         [event] = self.eventsNamed("store_op_dropped")
         self.assertEqual(event["op"], "update")
 
     @inlineCallbacks
-    def test_other_errors_keep_the_queue(self):
-        """A batch that cannot be written stays queued, in order, for the next flush."""
-        s, _ = self.openStore()
+    def test_a_failed_commit_refuses_its_writes_and_the_store_recovers(self):
+        """No write is kept for later: its client is refused and retries; last-seen times wait.
+
+        The failing state is logged once, without a traceback, and ends once a
+        commit works again after the hold time.
+        """
+        clock = ClockWithThreads()
+        s, _ = self.openStore(clock=clock)
         conn = sqlite3.connect(self.path)
         conn.execute("drop table peer")
         conn.commit()
-        s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4")
         s.touch(GUID_A, 1000)
-        yield self.assertFailure(s.flush(), sqlite3.OperationalError)
-        self.assertEqual(s.pending, 2)
-        self.assertEqual(len(self.eventsNamed("store_write_failed")), 1)
-        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
-        s.update(GUID_A, "123456789", PK_NEW, "5.6.7.8")
+        yield self.assertFailure(s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4"),
+                                 StoreUnavailable)
+        yield self.assertFailure(s.insert(GUID_B, "987654321", UUID_B, PK_B, "1.2.3.4"),
+                                 StoreUnavailable)
+        self.assertIn("no such table", s.failure)
+        yield self.assertFailure(s.check_writable(), StoreUnavailable)
+        self.assertEqual((s.pending, s.refused_ops), (1, 2))
+        self.assertEqual(len(self.eventsNamed("store_failing")), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
         conn.executescript(OSS_CREATE)
         conn.close()
-        yield s.flush()
-        self.assertEqual(query(self.path, "select id, pk from peer"), [("123456789", PK_NEW)])
+        yield s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4")
+        self.assertIsNotNone(s.failure, "one lucky commit right after a failure is not recovery")
+        clock.advance(PeerStore.RECOVERY_HOLD)
+        yield s.insert(GUID_B, "987654321", UUID_B, PK_B, "1.2.3.4")
+        self.assertIsNone(s.failure)
+        self.assertEqual(len(self.eventsNamed("store_recovered")), 1)
+        yield s.check_writable()
+        self.assertEqual(query(self.path, "select id from peer order by id"),
+                         [("123456789",), ("987654321",)])
         self.assertEqual(query(self.path, "select last_seen from peer_last_seen"), [(1000,)])
-        self.assertEqual((s.pending, s.failed_ops), (0, 0))
+
+    @inlineCallbacks
+    def test_failing_store_probes_until_writes_work(self):
+        """With nothing to write, the tick probes with a real write transaction."""
+        clock = ClockWithThreads()
+        s, _ = self.openStore(clock=clock)
+        conn = sqlite3.connect(self.path)
+        conn.execute("drop table peer")
+        conn.commit()
+        yield self.assertFailure(s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4"),
+                                 StoreUnavailable)
+        yield s.flush()
+        conn.executescript(OSS_CREATE)
+        conn.close()
+        self.assertEqual(clock.threadResults, 1)
+        clock.advance(PeerStore.RECOVERY_HOLD)
+        yield s.flush()
+        self.assertEqual(clock.threadResults, 2)
+        self.assertIsNone(s.failure)
 
     def test_wrong_types_refused(self):
         """A str where a BLOB belongs fails at the call, not as TEXT in the file (G13)."""
@@ -332,7 +387,8 @@ class LastSeenTests(StoreTestCase):
 
     @inlineCallbacks
     def test_touches_coalesce_per_guid(self):
-        s, _ = self.openStore()
+        clock = ClockWithThreads()
+        s, _ = self.openStore(clock=clock, commit_delay=0.002)
         s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4")
         for t in (1000, 3000, 2000):
             s.touch(GUID_A, t)
@@ -354,21 +410,15 @@ class LastSeenTests(StoreTestCase):
 
 class LifecycleTests(StoreTestCase):
     @inlineCallbacks
-    def test_flush_loop_batches(self):
-        """Nothing is written until the loop fires; then one batch writes it all."""
+    def test_last_seen_times_alone_wait_for_the_tick(self):
         clock = ClockWithThreads()
-        s, _ = self.openStore(clock=clock, flush_interval=2.0)
-        s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4")
-        s.insert(GUID_B, "987654321", UUID_B, PK_B, "1.2.3.4")
+        s, _ = self.openStore(clock=clock, commit_delay=0.002)
         s.touch(GUID_A, 1000)
-        clock.advance(1.9)
-        self.assertEqual((s.pending, clock.threadResults), (3, 0))
-        self.assertEqual(query(self.path, "select count(*) from peer"), [(0,)])
-        clock.advance(0.1)
+        clock.advance(PeerStore.TOUCH_INTERVAL - 0.01)
+        self.assertEqual((s.pending, clock.threadResults), (1, 0))
+        clock.advance(0.01)
         yield s.flush()
-        self.assertEqual(clock.threadResults, 1)
-        self.assertEqual(query(self.path, "select count(*) from peer"), [(2,)])
-        self.assertEqual(s.pending, 0)
+        self.assertEqual(query(self.path, "select last_seen from peer_last_seen"), [(1000,)])
 
     @inlineCallbacks
     def test_close_writes_what_is_queued(self):
@@ -378,12 +428,13 @@ class LifecycleTests(StoreTestCase):
         self.assertEqual(query(self.path, "select id from peer"), [("123456789",)])
 
     @inlineCallbacks
-    def test_ops_after_close_are_counted(self):
+    def test_ops_after_close_are_refused(self):
         s, _ = self.openStore()
         yield s.close()
-        s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4")
-        self.assertEqual((s.pending, s.failed_ops), (0, 1))
-        self.assertEqual(len(self.eventsNamed("store_op_dropped")), 1)
+        yield self.assertFailure(s.insert(GUID_A, "123456789", UUID_A, PK_A, "1.2.3.4"),
+                                 StoreUnavailable)
+        self.assertEqual((s.pending, s.refused_ops), (0, 1))
+        self.assertEqual(len(self.eventsNamed("store_op_refused")), 1)
 
     @inlineCallbacks
     def test_backup(self):

@@ -17,6 +17,7 @@ import unicodedata
 from datetime import datetime, timezone
 from itertools import islice
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..textconsole import ConsoleFactory
@@ -272,20 +273,32 @@ class HbbsConsole:
         return "".join(out)
 
     def _peer_release(self, args, now):
-        """Ours: forget an id (memory and database) so another machine may register it."""
+        """Ours: forget an id (memory and database) so another machine may register it.
+
+        The reply waits for the commit: "released" means the row is gone from the disk.
+        """
         peer_id = next(args, None)
         if peer_id is None:
             return ""
-        if self.server.registry.release(peer_id):
+        registered = self.server.registry.release(peer_id)
+        if not registered:
+            return f"{peer_id}: not registered\n"
+        if registered is True:
             return f"{peer_id}: released\n"
-        return f"{peer_id}: not registered\n"
+        return registered.addCallback(
+            lambda gone: f"{peer_id}: released\n" if gone else
+            f"error: {peer_id} could not be released: the database refused the change\n")
 
     def _peer_rename(self, args, now):
         old_id, new_id = next(args, None), next(args, None)
         if old_id is None or new_id is None:
             return ""
+
+        def reply(error):
+            return f"error: {error}\n" if error else f"{old_id}: renamed to {new_id}\n"
+
         error = self.server.registry.rename(old_id, new_id)
-        return f"error: {error}\n" if error else f"{old_id}: renamed to {new_id}\n"
+        return error.addCallback(reply) if isinstance(error, Deferred) else reply(error)
 
     def _backup(self, args, now):
         """Ours: an online backup of the database, beside it, once queued writes are in.

@@ -2,14 +2,20 @@
 
 Every peer the database knows is held in memory (loaded at start), so every
 decision on the hot path is a dictionary lookup; the store only receives
-writes, batched off the reactor thread.  IPs are compared in their
+writes, group-committed off the reactor thread.  IPs are compared in their
 ``try_into_v4`` form, so a dual-stack socket's ``::ffff:a.b.c.d`` and a
 plain ``a.b.c.d`` (what the official server stored before) are the same peer
 address.
+
+An accepted change is applied in memory at once, so the next decision sees
+it, and acknowledged only when its row is committed: the methods that write
+return a Deferred of their answer.  If the commit fails, the peer goes back
+to the state on disk and the answer is a refusal.
 """
 
 import re
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..wire.addr_mangle import is_loopback, try_into_v4
@@ -62,6 +68,35 @@ class Peer:
         return seen if seen != _NEVER else None
 
 
+class _Change:
+    """One queued write of a peer: its state once written, and who awaits the commit."""
+
+    __slots__ = ("after", "waiters")
+
+    def __init__(self, after):
+        self.after = after
+        self.waiters = []
+
+
+class _Unsaved:
+    """A peer with writes not yet all committed: the state on disk, and the newest change."""
+
+    __slots__ = ("committed", "latest")
+
+    def __init__(self, committed):
+        self.committed = committed
+        self.latest = None
+
+
+def _snapshot(peer):
+    return (peer.id, peer.guid, peer.uuid, peer.pk, peer.ip)
+
+
+def _refused_or(result):
+    """The answer once the commit is known: ``result`` if written, SERVER_ERROR if not."""
+    return lambda written: result if written else Result.SERVER_ERROR
+
+
 def _compact(address, ip):
     """``address`` sharing the peer's ``ip`` string when equal (58 bytes less per peer)."""
     return (ip, address[1]) if address[0] == ip and address[0] is not ip else address
@@ -79,6 +114,7 @@ class PeerRegistry:
         self.max_peers = max_peers
         self.peers = {}
         self.throttled = 0
+        self._unsaved = {}
 
     def load(self, rows):
         """Take the stored peers (``StoredPeer`` rows) into memory."""
@@ -162,11 +198,12 @@ class PeerRegistry:
             return Result.TOO_FREQUENT
         if ip_changed:
             self.ip_changes.record(peer_id, ip, now)
-        if changed:
-            self._save(peer, uuid, pk, ip)
+        written = self._save(peer, uuid, pk, ip) if changed else self._pending(peer)
         peer.address = _compact(address, peer.ip)
         peer.last_reg_time = now
-        return Result.OK
+        if written is None:
+            return Result.OK
+        return written.addCallback(_refused_or(Result.OK))
 
     def _uuid_mismatch(self, peer, ip, reason):
         self.log.warn("register {peer_id} from {ip}: {result} ({reason})", peer_id=peer.id, ip=ip,
@@ -184,7 +221,9 @@ class PeerRegistry:
         return True
 
     def _save(self, peer, uuid, pk, ip):
+        """Apply a registration's change; the Deferred of its commit, None without a store."""
         new = not peer.guid
+        before = None if new else _snapshot(peer)
         old_pk, old_ip = peer.pk, peer.ip
         if new:
             peer.guid = new_guid()
@@ -192,17 +231,74 @@ class PeerRegistry:
         peer.uuid = uuid
         peer.pk = pk
         peer.ip = ip
-        if self.store is not None:
-            if new:
-                self.store.insert(peer.guid, peer.id, peer.uuid, pk, ip)
-            else:
-                self.store.update(peer.guid, peer.id, pk, ip)
         if new:
             self.log.info("new peer {peer_id} from {ip}", peer_id=peer.id, ip=ip, event="peer_added")
         else:
             self.log.info("peer {peer_id} updated: key {key_change}, ip {old_ip} -> {ip}",
                           peer_id=peer.id, key_change="changed" if old_pk != pk else "same",
                           old_ip=old_ip, ip=ip, event="peer_updated")
+        if self.store is None:
+            return None
+        if new:
+            return self._persist(peer, before, self.store.insert(peer.guid, peer.id, uuid, pk, ip))
+        return self._persist(peer, before, self.store.update(peer.guid, peer.id, pk, ip))
+
+    def _persist(self, peer, before, commit):
+        """Track ``commit``, the store's Deferred for ``peer``'s new state; ``before`` is what
+        it replaces (None: not on disk).  Returns a Deferred firing True once written,
+        False if refused; then the peer is put back to its state on disk."""
+        record = self._unsaved.get(peer)
+        if record is None:
+            record = self._unsaved[peer] = _Unsaved(before)
+        change = _Change(_snapshot(peer) if peer.guid else None)
+        record.latest = change
+        answer = self._await(change)
+        commit.addCallbacks(self._written, self._not_written, (peer, record, change), None,
+                            (peer, record, change))
+        return answer
+
+    def _pending(self, peer):
+        """A Deferred of ``peer``'s newest uncommitted change, or None when all is on disk."""
+        record = self._unsaved.get(peer)
+        return self._await(record.latest) if record is not None else None
+
+    @staticmethod
+    def _await(change):
+        d = Deferred()
+        change.waiters.append(d)
+        return d
+
+    def _written(self, _, peer, record, change):
+        record.committed = change.after
+        self._settled(peer, record, change, True)
+
+    def _not_written(self, failure, peer, record, change):
+        if record.latest is change:
+            self._restore(peer, record.committed)
+        self._settled(peer, record, change, False)
+
+    def _settled(self, peer, record, change, written):
+        if record.latest is change and self._unsaved.get(peer) is record:
+            del self._unsaved[peer]
+        for waiter in change.waiters:
+            waiter.callback(written)
+
+    def _restore(self, peer, state):
+        """Put ``peer`` back as the database has it, after a write that did not happen."""
+        if self.peers.get(peer.id) is peer:
+            del self.peers[peer.id]
+        if state is None:
+            peer.guid = b""
+            self.log.debug("peer {peer_id} forgotten: its registration could not be saved",
+                           peer_id=peer.id, event="peer_not_saved")
+            return
+        peer.id, peer.guid, peer.uuid, peer.pk, peer.ip = state
+        if peer.id not in self.peers:
+            self.peers[peer.id] = peer
+        if peer.channel is not None:
+            peer.channel.registered_id = peer.id
+        self.log.debug("peer {peer_id} back to its saved state: a change could not be saved",
+                       peer_id=peer.id, event="peer_not_saved")
 
     def change_id(self, old_id, new_id, uuid, address, now):
         """Change-ID (section 4.2 b1): rename ``old_id`` for the machine that owns it."""
@@ -222,31 +318,53 @@ class PeerRegistry:
             return Result.ID_EXISTS
         if not self._throttle(peer, now):
             return Result.TOO_FREQUENT
-        del self.peers[old_id]
-        peer.id = new_id
-        self.peers[new_id] = peer
-        if self.store is not None:
-            self.store.rename(peer.guid, new_id)
+        written = self._move(peer, new_id)
         self.log.info("id changed {old_id} -> {new_id} from {ip}", old_id=old_id, new_id=new_id,
                       ip=ip, event="id_changed")
-        return Result.OK
+        if written is None:
+            return Result.OK
+        return written.addCallback(_refused_or(Result.OK))
+
+    def _move(self, peer, new_id):
+        """Give ``peer`` the id ``new_id``; the Deferred of its commit, None without a store."""
+        before = _snapshot(peer)
+        del self.peers[peer.id]
+        peer.id = new_id
+        self.peers[new_id] = peer
+        if peer.channel is not None:
+            peer.channel.registered_id = new_id
+        if self.store is None or not peer.guid:
+            return None
+        return self._persist(peer, before, self.store.rename(peer.guid, new_id))
 
     def release(self, peer_id):
-        """Admin: forget ``peer_id`` in memory and in the database, so any machine may take it."""
-        peer = self.peers.pop(peer_id, None)
+        """Admin: forget ``peer_id`` in memory and in the database, so any machine may take it.
+
+        Returns whether it was registered, or a Deferred of that once the row is gone
+        (False if the database refused; then the peer is back).
+        """
+        peer = self.peers.get(peer_id)
         if peer is None:
             return False
+        before = _snapshot(peer)
+        del self.peers[peer_id]
         if peer.channel is not None:
             peer.channel.registered_id = None
             peer.channel.close()
-        if self.store is not None and peer.guid:
-            self.store.delete(peer.guid, peer_id)
+            peer.channel = None
         self.log.info("id {peer_id} released by the administrator (was {ip})", peer_id=peer_id,
                       ip=peer.ip, event="id_released")
-        return True
+        if self.store is None or not peer.guid:
+            return True
+        commit = self.store.delete(peer.guid, peer_id)
+        peer.guid = b""
+        return self._persist(peer, before, commit)
 
     def rename(self, old_id, new_id):
-        """Admin: move ``old_id``'s row (key, uuid, last seen) to ``new_id``; None or why not."""
+        """Admin: move ``old_id``'s row (key, uuid, last seen) to ``new_id``.
+
+        None when done, or why not; a Deferred of that while the row is written.
+        """
         peer = self.peers.get(old_id)
         if peer is None:
             return f"{old_id} is not registered"
@@ -254,16 +372,13 @@ class PeerRegistry:
             return f"{new_id} is not a valid id (a letter, then 5-15 letters, digits, _ or -)"
         if new_id in self.peers:
             return f"{new_id} is already registered"
-        del self.peers[old_id]
-        peer.id = new_id
-        self.peers[new_id] = peer
-        if peer.channel is not None:
-            peer.channel.registered_id = new_id
-        if self.store is not None and peer.guid:
-            self.store.rename(peer.guid, new_id)
+        written = self._move(peer, new_id)
         self.log.info("id changed {old_id} -> {new_id} by the administrator", old_id=old_id,
                       new_id=new_id, event="id_changed")
-        return None
+        if written is None:
+            return None
+        return written.addCallback(
+            lambda ok: None if ok else "the database refused the change (the log says why)")
 
     def save_all_seen(self, now):
         """Persist last-seen of every peer seen since its last save (used at shutdown)."""

@@ -10,6 +10,7 @@ from the injected clock.  Flows: PROTOCOL.md sections 4.1-4.9.
 import ipaddress
 import re
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..wire import addr_mangle, keys, messages
@@ -37,6 +38,14 @@ _REQUEST_PK = {
     for request_pk in (False, True)
 }
 _VERSION_IN_URL = re.compile(r"(\d+(?:\.\d+)+)")
+
+
+def _when_known(result, then):
+    """Call ``then(result)`` now, or when a Deferred result fires."""
+    if isinstance(result, Deferred):
+        result.addCallback(then)
+    else:
+        then(result)
 
 
 def decode_register_peer(data):
@@ -181,14 +190,20 @@ class RendezvousServer:
             if result is None:
                 return
             self._count("register_pk")
-            self.send_datagram(
-                messages.register_pk_response(result).SerializeToString(), address)
+            _when_known(result, lambda answer: self._answer_register_pk(answer, address))
         elif kind == "configure_update":
             self._configure_update(message.configure_update, address)
         elif kind == "software_update":
             self._software_update(message.software_update, len(data), address)
         else:
             self._count("udp_ignored")
+
+    def _answer_register_pk(self, result, address):
+        """Over UDP, once the registration is committed (or refused): OK means on disk."""
+        if result == Result.SERVER_ERROR:
+            self._count("register_pk_refused_unsaved")
+        if self.send_datagram is not None:
+            self.send_datagram(messages.register_pk_response(result).SerializeToString(), address)
 
     def _register_peer(self, peer_id, serial, address):
         if not peer_id:
@@ -279,20 +294,25 @@ class RendezvousServer:
                 return False
             result = self.registry.change_id(request.old_id, request.id, request.uuid,
                                              channel.address, now)
-            peer = self.registry.get(request.id) if result == Result.OK else None
-            if peer is not None and peer.channel is not None:
-                # The peer's registration channel now answers to the new id.
-                peer.channel.registered_id = request.id
-            channel.send(messages.register_pk_response(result))
+            _when_known(result, lambda answer: channel.send(messages.register_pk_response(answer)))
             return False
         result = self.registry.register_pk(request.id, request.uuid, request.pk,
                                            channel.address, now)
         if result is None:
             return False
-        if result != Result.OK:
+        _when_known(result, lambda answer: self._registered_on_channel(channel, request.id, answer))
+        return True
+
+    def _registered_on_channel(self, channel, peer_id, result):
+        """TCP/WebSocket RegisterPk answered (after its commit): OK makes the channel B's."""
+        peer = self.registry.get(peer_id) if result == Result.OK else None
+        if channel.closed:
+            if peer is not None and peer.channel is None and peer.address == channel.address:
+                peer.address = None  # the registration's connection is gone: B is not reachable
+            return
+        if peer is None:
             channel.send(messages.register_pk_response(result))
-            return True
-        peer = self.registry.get(request.id)
+            return
         previous = peer.channel
         if previous is not channel:
             if previous is not None:
@@ -300,13 +320,12 @@ class RendezvousServer:
                 previous.close()
             peer.channel = channel
             peer.address = None
-            channel.registered_id = request.id
+            channel.registered_id = peer_id
             channel.start_heartbeats(self.keep_alive / 2.0)
             self.log.info("{peer_id} registered over {transport} from {ip}",
-                          peer_id=request.id, transport=channel.transport_name,
+                          peer_id=peer_id, transport=channel.transport_name,
                           ip=channel.key[0], event="channel_registration")
         channel.send(messages.register_pk_response(result, keep_alive=self.keep_alive))
-        return True
 
     def _notify(self, peer, message):
         """Deliver a server-to-B message over B's channel, else to its UDP address."""

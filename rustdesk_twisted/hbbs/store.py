@@ -4,23 +4,32 @@ The ``peer`` table is created and written exactly as the official server does
 (PROTOCOL.md section 8, G13), so the file can be moved between the two servers.
 Last-seen times live in a table of our own that the official server never reads.
 
-Callers queue writes; a dedicated one-thread pool commits them in batches, one
-transaction per flush, so the reactor never waits for the disk and a burst of
-registrations costs one fsync.
+An OK to a registration means its row is on disk.  Every write returns a
+Deferred that fires only once its transaction is committed (WAL, fsync on
+commit), or fails when it could not be.  Writes are group-committed by one
+writer thread: when it is idle, whatever arrives within a couple of
+milliseconds goes into one transaction; while it commits, the next batch
+gathers.  So a burst of registrations costs one fsync per batch and the
+reactor never waits for the disk.  While commits fail (disk full, read-only
+mount) the store says so once, refuses, and recovers by itself.
 """
 
 import json
+import os
 import sqlite3
 import threading
 import uuid as uuid_module
 from contextlib import suppress
 from functools import partial
 
-from twisted.internet.defer import DeferredLock, fail, succeed
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+
+from ..logtext import quoted
+from . import dbfile
 
 # The official creation SQL, whitespace included, so that ``.schema`` of a
 # file we created is identical to one the official server created.
@@ -82,8 +91,6 @@ _UPDATE = {
 _RENAME = {text: f"update peer set id = :id {where}" for text, where in _WHERE_GUID.items()}
 _DELETE = {text: f"delete from peer {where}" for text, where in _WHERE_GUID.items()}
 _FORGET_SEEN = "delete from peer_last_seen where guid = :guid"
-# Ops that may legitimately change no row.
-_MAY_BE_NOOP = {"forget_seen"}
 
 _TOUCH = (
     "insert into peer_last_seen(guid, last_seen) values (?, ?)"
@@ -150,29 +157,55 @@ class StoredPeer:
         )
 
 
+class StoreUnavailable(Exception):
+    """The database could not commit; the write was not made (the client is refused)."""
+
+
+class StoreOpRefused(Exception):
+    """The database rejected this write's own data (a duplicate id, a vanished row)."""
+
+
+def _describe(error):
+    """One line for an operator: the SQLite message, without a traceback."""
+    return str(error) or type(error).__name__
+
+
 class PeerStore:
-    """Queued, batched writes of peers to SQLite from one writer thread.
+    """Group-committed writes of peers to SQLite from one writer thread.
 
-    The queue is deliberately unbounded: every op is a registration the client
-    was already told succeeded, and dropping it would silently forget a key.
-    When the database cannot keep up, ``BACKLOG_WARNING`` pending ops log a
-    warning instead, once per crossing.
-
-    Ops are written in the order they were queued.  An op whose own data is
-    rejected (a duplicate id, an update of a vanished row) is logged, counted
-    in ``failed_ops`` and dropped; any other database error (locked, disk full)
-    keeps the whole batch queued for the next flush.
+    ``insert``, ``update``, ``rename`` and ``delete`` return Deferreds that
+    fire once committed; ``touch`` (last-seen times) is best effort and is
+    written at least every ``touch_interval``.  Ops are written in the order
+    they were queued.  An op whose own data is rejected fails alone
+    (StoreOpRefused); any other database error fails the whole batch
+    (StoreUnavailable), puts the store in the *failing* state (``failure``
+    holds the reason, ``/readyz`` shows it) and is logged once.  The state
+    ends when a commit succeeds at least ``RECOVERY_HOLD`` seconds after the
+    last failure with enough free space on the disk, so a nearly full disk
+    does not flap between the two states on every batch.
     """
 
     log = Logger()
 
-    def __init__(self, path, reactor, flush_interval=1.0):
+    COMMIT_DELAY = 0.002
+    MAX_BATCH = 4096
+    TOUCH_INTERVAL = 1.0
+    RECOVERY_HOLD = 5.0
+    MIN_FREE_BYTES = 16 << 20
+    MIN_FREE_FRACTION = 0.1
+
+    def __init__(self, path, reactor, commit_delay=COMMIT_DELAY, max_batch=MAX_BATCH,
+                 touch_interval=TOUCH_INTERVAL):
         self.path = path_from_db_url(path)
         self.failed_ops = 0
+        self.refused_ops = 0
         self.writes = 0
         self.write_seconds = 0.0
+        self.failure = None
+        self._failedAt = None
         self._reactor = reactor
-        self._flushInterval = flush_interval
+        self._commitDelay = commit_delay
+        self._maxBatch = max_batch
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="hbbs-peer-store")
         # A store never closed (a crash, a forgetful test) must not keep the
         # process alive; an interrupted commit just rolls back on next open.
@@ -180,38 +213,61 @@ class PeerStore:
         self._lock = DeferredLock()
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
+        self._touchInterval = touch_interval
         self._conn = None
         self._closing = False
         self._ops = []
         self._touches = {}
         self._inflight = 0
+        self._commitRequested = False
+        self._timer = None
         self._backlogWarned = False
         self._textGuids = set()
+        self._kind = None
 
     @property
     def pending(self):
         """Ops queued or being written, not yet committed."""
         return len(self._ops) + len(self._touches) + self._inflight
 
-    def open(self):
-        """Create the file and schema, load every peer, and start writing.
+    def examine(self):
+        """Refuse (DatabaseRefused) a file that is not a sound RustDesk database, reading only."""
+        self._kind = dbfile.examine(self.path)
+        dbfile.check_writable(self.path)
 
-        Synchronous on purpose: it runs once before the listeners open, and
-        the registry cannot answer anything before it knows the peers.
+    def open(self):
+        """Check the file, create it or take it over, load every peer, and start writing.
+
+        Synchronous on purpose: it runs once before the listeners serve, and
+        the registry cannot answer anything before it knows the peers.  Any
+        problem raises DatabaseRefused with one sentence for the operator;
+        a file that is not ours is never written.
         """
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
+        if self._kind is None:
+            self.examine()
+        if self._kind == dbfile.NEW:
+            dbfile.create_private(self.path)
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as e:
+            raise dbfile.DatabaseRefused(f"cannot open the database {self.path}: {e}") from None
         try:
             conn.execute("pragma journal_mode=wal")
+            conn.execute("pragma synchronous=full")
             conn.executescript(OFFICIAL_SCHEMA + LAST_SEEN_SCHEMA)
+            _rewriteHeader(conn)
+            dbfile.make_private(self.path)
             peers = [self._peerFromRow(row) for row in conn.execute(_LOAD)]
+        except sqlite3.Error as e:
+            conn.close()
+            raise dbfile.DatabaseRefused(f"cannot use the database {self.path}: {e}") from None
         except BaseException:
             conn.close()
             raise
         self._conn = conn
         self._pool.start()
-        self._loop.start(self._flushInterval, now=False)
+        self._loop.start(self._touchInterval, now=False)
         self.log.info("peer store {path} opened with {count} peers", path=self.path,
                       count=len(peers), event="store_opened")
         return peers
@@ -230,30 +286,30 @@ class PeerStore:
         )
 
     def insert(self, guid, peer_id, uuid, pk, ip):
-        """Queue a new row; ``guid`` should come from ``new_guid()``."""
+        """Queue a new row (``guid`` from ``new_guid()``); fires once committed."""
         _require("guid", guid, bytes)
         _require("peer_id", peer_id, str)
         _require("uuid", uuid, bytes)
         _require("pk", pk, bytes)
         _require("ip", ip, str)
         params = {"guid": guid, "id": peer_id, "uuid": uuid, "pk": pk, "ip": ip}
-        self._queue("insert", _INSERT, params)
+        return self._queue("insert", _INSERT, params)
 
     def update(self, guid, peer_id, pk, ip):
-        """Queue a change of id, key and address; the uuid is never updated (G13)."""
+        """Queue a change of id, key and address (the uuid is never updated, G13)."""
         _require("guid", guid, bytes)
         _require("peer_id", peer_id, str)
         _require("pk", pk, bytes)
         _require("ip", ip, str)
         params = {"guid": guid, "id": peer_id, "pk": pk, "ip": ip}
-        self._queue("update", _UPDATE[guid in self._textGuids], params)
+        return self._queue("update", _UPDATE[guid in self._textGuids], params)
 
     def rename(self, guid, new_id):
-        """Queue an id change (Change-ID); guid and uuid stay, so the machine keeps its row."""
+        """Queue an id change; guid and uuid stay, so the machine keeps its row."""
         _require("guid", guid, bytes)
         _require("new_id", new_id, str)
         params = {"guid": guid, "id": new_id}
-        self._queue("rename", _RENAME[guid in self._textGuids], params)
+        return self._queue("rename", _RENAME[guid in self._textGuids], params)
 
     def delete(self, guid, peer_id):
         """Queue the removal of a row and its last-seen time (an admin releasing an id)."""
@@ -261,31 +317,51 @@ class PeerStore:
         _require("peer_id", peer_id, str)
         self._touches.pop(guid, None)
         params = {"guid": guid, "id": peer_id}
-        self._queue("delete", _DELETE[guid in self._textGuids], params)
-        self._queue("forget_seen", _FORGET_SEEN, params)
+        return self._queue("delete", _DELETE[guid in self._textGuids], params)
 
     def touch(self, guid, last_seen):
         """Queue a last-seen time (unix seconds); only the latest per guid is written."""
         _require("guid", guid, bytes)
-        if self._refuseAfterClose("touch", guid):
+        if self._closing:
+            self.log.warn("peer store closed: last-seen time of guid {guid} not written",
+                          guid=guid.hex(), event="store_op_dropped")
             return
         self._touches[guid] = int(last_seen)
         self._checkBacklog()
 
     def _queue(self, kind, sql, params):
-        if self._refuseAfterClose(kind, params["guid"]):
-            return
-        self._ops.append((kind, sql, params))
+        if self._closing:
+            self.refused_ops += 1
+            self.log.error("peer store closed: refused {op} of peer {peer_id}", op=kind,
+                           peer_id=quoted(params["id"]), event="store_op_refused")
+            return fail(StoreUnavailable("the peer store is closed"))
+        d = Deferred()
+        self._ops.append((kind, sql, params, d))
         self._checkBacklog()
+        self._requestCommit()
+        return d
 
-    def _refuseAfterClose(self, kind, guid):
-        """Ops racing a shutdown cannot be written any more: say so, don't hide it."""
-        if not self._closing:
-            return False
-        self.failed_ops += 1
-        self.log.error("peer store closed: dropped {op} (guid {guid})", op=kind, guid=guid.hex(),
-                       event="store_op_dropped")
-        return True
+    def _requestCommit(self):
+        """Commit soon: at once when a batch is full, else after the gathering delay."""
+        if self._commitRequested:
+            if self._timer is not None and len(self._ops) >= self._maxBatch:
+                self._commitNow()
+            return
+        self._commitRequested = True
+        if len(self._ops) >= self._maxBatch or not self._commitDelay:
+            self._commitNow()
+        else:
+            self._timer = self._reactor.callLater(self._commitDelay, self._commitNow)
+
+    def _commitNow(self):
+        self._cancelTimer()
+        # Failures reach each op's own Deferred; the batch's is only for flush() callers.
+        self._lock.run(self._writeQueued).addErrback(lambda failure: None)
+
+    def _cancelTimer(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def _checkBacklog(self):
         if not self._backlogWarned and self.pending > BACKLOG_WARNING:
@@ -296,20 +372,40 @@ class PeerStore:
             )
 
     def flush(self):
-        """Write everything queued so far in one transaction in the writer thread.
-
-        Fires once it is committed; errbacks with the database error if the
-        batch could not be written, in which case it stays queued.
-        """
+        """Commit everything queued so far; fires once committed, fails with StoreUnavailable."""
         return self._lock.run(self._writeQueued)
 
     def _tick(self):
-        if self._lock.locked or not (self._ops or self._touches):
+        """Last-seen times wait for the next batch or this tick; while failing, a probe."""
+        if self._lock.locked or self._commitRequested:
             return None
-        return self.flush().addErrback(lambda failure: None)
+        if self._touches:
+            return self.flush().addErrback(lambda failure: None)
+        if self.failure is not None:
+            return self._lock.run(self._probe).addErrback(lambda failure: None)
+        return None
+
+    def _probe(self):
+        """A write transaction that changes nothing, to see whether commits work again."""
+        d = deferToThreadPool(self._reactor, self._pool, self._probeInThread)
+        d.addCallbacks(lambda _: self._committed(), self._commitFailed)
+        return d
+
+    def _probeInThread(self):
+        conn = self._conn
+        conn.execute("begin immediate")
+        try:
+            _rewriteHeader(conn)
+            conn.execute("commit")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.rollback()
+            raise
 
     def _writeQueued(self):
         """Hand the queue to the writer thread; the lock keeps batches in order."""
+        self._commitRequested = False
+        self._cancelTimer()
         if not (self._ops or self._touches):
             return succeed(None)
         ops, touches = self._ops, self._touches
@@ -322,49 +418,56 @@ class PeerStore:
             self._inflight = 0
             self.writes += 1
             self.write_seconds += self._reactor.seconds() - started
-            for kind, params, reason in dropped:
+            if self.pending <= BACKLOG_WARNING:
+                self._backlogWarned = False
+            self._committed()
+            for index, (kind, _, params, done) in enumerate(ops):
+                reason = dropped.get(index)
+                if reason is None:
+                    done.callback(None)
+                    continue
                 self.failed_ops += 1
                 self.log.error(
                     "peer store dropped {op} of peer {peer_id} (guid {guid}): {reason}",
-                    op=kind, peer_id=params["id"], guid=params["guid"].hex(), reason=reason,
-                    event="store_op_dropped",
-                )
-            if self.pending <= BACKLOG_WARNING:
-                self._backlogWarned = False
+                    op=kind, peer_id=quoted(params["id"]), guid=params["guid"].hex(),
+                    reason=reason, event="store_op_dropped")
+                done.errback(StoreOpRefused(reason))
 
         def failed(failure):
             self._inflight = 0
-            self._ops[:0] = ops
             for guid, lastSeen in touches.items():
                 self._touches.setdefault(guid, lastSeen)
-            self.log.failure(
-                "peer store could not write {count} ops; kept for the next flush",
-                failure, level=LogLevel.error, count=len(ops) + len(touches),
-                event="store_write_failed",
-            )
+            self._commitFailed(failure)
+            refusal = StoreUnavailable(self.failure)
+            self.refused_ops += len(ops)
+            for _, _, _, done in ops:
+                done.errback(refusal)
             return failure
 
         d.addCallbacks(written, failed)
         return d
 
     def _writeBatch(self, ops, touches):
-        """Runs in the writer thread: one transaction, returns the dropped ops.
+        """Runs in the writer thread: one transaction; returns ``{op index: reason}`` of the
+        ops whose own data was rejected.
 
         A failing statement only undoes itself (SQLite's default ABORT), so
         the ops around a rejected one still commit together.
         """
         conn = self._conn
-        dropped = []
+        dropped = {}
         conn.execute("begin immediate")
         try:
-            for kind, sql, params in ops:
+            for index, (kind, sql, params, _) in enumerate(ops):
                 try:
                     changed = conn.execute(sql, params).rowcount
                 except _OP_ERRORS as e:
-                    dropped.append((kind, params, str(e)))
+                    dropped[index] = str(e)
                     continue
-                if not changed and kind not in _MAY_BE_NOOP:
-                    dropped.append((kind, params, "no row has this guid"))
+                if not changed:
+                    dropped[index] = "no row has this guid"
+                elif kind == "delete":
+                    conn.execute(_FORGET_SEEN, params)
             conn.executemany(_TOUCH, touches.items())
             conn.execute("commit")
         except BaseException:
@@ -373,8 +476,40 @@ class PeerStore:
             raise
         return dropped
 
+    def _commitFailed(self, failure):
+        """Enter (or stay in) the failing state; logged once per entry, never a traceback."""
+        reason = _describe(failure.value)
+        self._failedAt = self._reactor.seconds()
+        if self.failure is None:
+            self.log.error(
+                "peer store {path}: commits fail ({reason}); registrations are refused until "
+                "a write succeeds", path=self.path, reason=reason, event="store_failing")
+        self.failure = reason
+        return failure
+
+    def _committed(self):
+        """A commit worked; leave the failing state once that is more than a lucky batch."""
+        if self.failure is None:
+            return
+        now = self._reactor.seconds()
+        if now - self._failedAt < self.RECOVERY_HOLD or not self._spaceToSpare():
+            return
+        self.log.info("peer store {path}: commits work again (failing for {seconds:.0f}s: "
+                      "{reason})", path=self.path, seconds=now - self._failedAt,
+                      reason=self.failure, event="store_recovered")
+        self.failure = None
+
+    def _spaceToSpare(self):
+        """Free space for more than the WAL's slack: 16 MiB, or a tenth of a small disk."""
+        try:
+            fs = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        except OSError:
+            return True
+        free = fs.f_bavail * fs.f_frsize
+        return free >= min(self.MIN_FREE_BYTES, self.MIN_FREE_FRACTION * fs.f_blocks * fs.f_frsize)
+
     def backup(self, target_path):
-        """Copy the live database to ``target_path`` (SQLite online backup).
+        """Copy the live database to ``target_path`` (SQLite online backup, mode 0600).
 
         Queued ops are flushed first if possible; a failing flush does not
         stop the backup, which may be exactly what the operator needs.
@@ -390,6 +525,7 @@ class PeerStore:
         return d
 
     def _backupInThread(self, targetPath):
+        dbfile.create_private(targetPath)
         target = sqlite3.connect(targetPath)
         try:
             self._conn.backup(target)
@@ -399,11 +535,14 @@ class PeerStore:
     def check_writable(self):
         """Fires with the seconds a write transaction took to open, for readiness checks.
 
-        ``begin immediate`` takes SQLite's write lock, so a read-only file, a
-        full disk's journal or another writer holding the lock all show here.
+        Fails while commits fail, with the reason.  Otherwise ``begin
+        immediate`` takes SQLite's write lock, so a read-only file or another
+        writer holding the lock show here too.
         """
         if self._conn is None or self._closing:
-            return fail(sqlite3.OperationalError("peer store is not open"))
+            return fail(StoreUnavailable("peer store is not open"))
+        if self.failure is not None:
+            return fail(StoreUnavailable(f"commits fail: {self.failure}"))
         started = self._reactor.seconds()
         d = deferToThreadPool(self._reactor, self._pool, self._beginAndRollback)
         d.addCallback(lambda _: self._reactor.seconds() - started)
@@ -414,10 +553,10 @@ class PeerStore:
         self._conn.execute("rollback")
 
     def close(self):
-        """Stop the flush loop, write what is queued, close, stop the thread.
+        """Stop the loop, commit what is queued, close, stop the thread.
 
-        Ops that the final flush cannot write are logged as lost and counted
-        in ``failed_ops``: shutdown must not hang on a broken disk.
+        Ops that the final commit cannot write are refused (their Deferreds
+        fail) and counted: shutdown must not hang on a broken disk.
         """
         if self._conn is None or self._closing:
             return succeed(None)
@@ -425,17 +564,17 @@ class PeerStore:
         if self._loop.running:
             self._loop.stop()
         d = self.flush()
-        d.addErrback(self._loseQueued)
+        d.addErrback(self._loseTouches)
         d.addCallback(lambda _: self._lock.run(self._closeConnection))
         d.addBoth(self._stopPool)
         return d
 
-    def _loseQueued(self, failure):
-        lost = len(self._ops) + len(self._touches)
-        self.failed_ops += lost
-        self._ops, self._touches = [], {}
-        self.log.critical("peer store closed with {count} ops unwritten", count=lost,
-                          event="store_ops_lost")
+    def _loseTouches(self, failure):
+        lost = len(self._touches)
+        self._touches = {}
+        if lost:
+            self.log.critical("peer store closed with {count} last-seen times unwritten",
+                              count=lost, event="store_ops_lost")
 
     def _closeConnection(self):
         return deferToThreadPool(self._reactor, self._pool, self._conn.close)
@@ -444,3 +583,9 @@ class PeerStore:
         self._conn = None
         self._pool.stop()
         return result
+
+
+def _rewriteHeader(conn):
+    """Rewrite the header page without changing it: a real write, for probing the disk."""
+    (version,) = conn.execute("pragma user_version").fetchone()
+    conn.execute(f"pragma user_version = {int(version)}")

@@ -235,13 +235,16 @@ class HbbsService(service.MultiService):
         self.udp = None
 
     def startService(self):
-        """Bind first, then open the database: nothing is processed before the reactor runs,
-        and a listener that cannot bind must not leave the store's writer thread behind.
-        The loaded peers are frozen out of the garbage collector, whose full passes over
-        a large table would otherwise stall the UDP socket (PERF-NOTES.md)."""
+        """Examine the database first (reading only), so that a file we must refuse leaves
+        nothing behind, not even a new key; then bind, then open the database: nothing is
+        processed before the reactor runs, and a listener that cannot bind must not leave
+        the store's writer thread behind.  The loaded peers are frozen out of the garbage
+        collector, whose full passes over a large table would otherwise stall the UDP
+        socket (PERF-NOTES.md)."""
         config = self.config
-        server_key = keyfiles.hbbs_server_key(config.key_option, config.data_dir)
         self.store = PeerStore(config.db_url, self.reactor)
+        self.store.examine()
+        server_key = keyfiles.hbbs_server_key(config.key_option, config.data_dir)
         blocker = IpBlocker(config.ip_limit_per_minute, config.ip_limit_ids, config.ip_limit_exempt)
         registry = PeerRegistry(self.store, blocker, max_peers=config.max_peers)
         local_ip = (config.local_ip or _local_ipv4()) if config.mask else ""
@@ -255,7 +258,11 @@ class HbbsService(service.MultiService):
             self._announce_to_relays()
         self._build_listeners()
         self._start_children()
-        registry.load(self.store.open())
+        try:
+            registry.load(self.store.open())
+        except BaseException:
+            self._stop_children(list(self))
+            raise
         gc.collect()
         gc.freeze()
         self.health = RelayHealthCheck(relays, _RelayProbe(self.reactor), self.reactor)
@@ -271,10 +278,13 @@ class HbbsService(service.MultiService):
                 child.startService()
                 started.append(child)
         except BaseException:
-            for child in reversed(started):
-                child.stopService()
-            self.running = 0
+            self._stop_children(started)
             raise
+
+    def _stop_children(self, started):
+        for child in reversed(started):
+            child.stopService()
+        self.running = 0
 
     def _announce_to_relays(self):
         config = self.config
