@@ -75,12 +75,10 @@ def gen_key(data_dir, if_missing=False):
     ``if_missing`` makes an existing key a success, for init containers that
     must create the key once before hbbs and hbbr start side by side.
     """
-    if keys.load_keypair(data_dir) is not None:
-        if if_missing:
-            return show_key(data_dir)
+    _, generated = keys.load_or_generate_keypair(data_dir)
+    if not generated and not if_missing:
         raise AdminError(f"{os.path.join(data_dir, keys.SECRET_FILE)} exists; a new key would "
                          "lock out every client configured with the old one. Move it away first.")
-    keys.generate_keypair(data_dir)
     return show_key(data_dir)
 
 

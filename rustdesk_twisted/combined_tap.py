@@ -47,7 +47,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["announced-only", None, "hbbr pairs only relay uuids this hbbs brokered in the last "
-                                 "minute, so a leaked key does not open the relay"],
+                                 "minute, each once, so a leaked key does not open the relay"],
     ]
 
     def postOptions(self):

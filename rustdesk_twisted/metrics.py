@@ -19,6 +19,8 @@ RELAY_PREFIX = "relay_"
 ANSWER_PREFIX = "answer_"
 REGISTRATIONS = ("register_peer", "register_pk")
 WEBSOCKET = ("websocket_opened", "websocket_closed")
+ANNOUNCE_LINES = ("accepted", "keepalive", "used", "bad_signature", "stale", "malformed")
+ANNOUNCE_PHASES = ("first_line", "idle")
 
 
 def _counter(name, doc, labels=(), samples=()):
@@ -132,6 +134,16 @@ class HbbrCollector:
                    if name.startswith("refused_")]
         yield _counter("rustdesk_hbbr_refused", "Connections refused, by reason (licence key "
                        "mismatch is an authentication failure).", ["reason"], refused)
+        gate = self.service.announce_gate
+        if gate is not None:
+            counts = gate.counts
+            yield _counter("rustdesk_hbbr_announce_lines", "Lines on the announce listener by "
+                           "result (accepted, keepalive, used: a replay or resend for a uuid "
+                           "that already paired; the others were refused).", ["result"],
+                           (((result,), counts[result]) for result in ANNOUNCE_LINES))
+            yield _counter("rustdesk_hbbr_announce_timeouts", "Announce connections closed for "
+                           "sending no valid line in time.", ["phase"],
+                           (((phase,), counts[phase + "_timeout"]) for phase in ANNOUNCE_PHASES))
 
 
 def registry_for(*collectors):

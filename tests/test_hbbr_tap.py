@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rustdesk_twisted.config import Settings
 from rustdesk_twisted.hbbr.tap import Options, makeService, relay_ports, with_backlog
-from rustdesk_twisted.wire.keys import b64, fingerprint, generate_keypair
+from rustdesk_twisted.wire.keys import KeyFileError, b64, fingerprint, generate_keypair
 
 
 def options(*argv):
@@ -25,8 +25,20 @@ class OptionTests(SynchronousTestCase):
                          (30000, "10.0.0.1", "secret"))
 
     def test_bad_values(self):
-        for argv in (["-p", "x"], ["-b", "host.example"], ["--trusted-proxies", "nope"]):
+        for argv in (["-p", "x"], ["-b", "host.example"], ["--trusted-proxies", "nope"],
+                     ["--announce-skew", "x"], ["--announce-skew", "0"],
+                     ["--announce-first-line-timeout", "-1"],
+                     ["--announce-idle-timeout", "30"]):
             self.assertRaises(usage.UsageError, options, *argv)
+
+    def test_announce_limits_in_help(self):
+        config = options()
+        self.assertEqual((config["announce-skew"], config["announce-first-line-timeout"],
+                          config["announce-idle-timeout"]), (5.0, 10.0, 90.0))
+        text = str(config)
+        for flag in ("--announce-skew=", "--announce-first-line-timeout=",
+                     "--announce-idle-timeout="):
+            self.assertIn(flag, text)
 
     def test_port_arithmetic(self):
         self.assertEqual(relay_ports(30000, Settings({"PORT": "21116"})), (30000, 30002))
@@ -87,8 +99,35 @@ class ServiceTests(SynchronousTestCase):
         self.assertIn(fingerprint(secret[32:]), text)
         self.assertIn("throttling off", text)
 
-    def test_announce_endpoint(self):
-        reactor, service = self.start("--announce-endpoint", "tcp:21120:interface=127.0.0.1")
+    def write_public_file(self):
+        public = bytes(range(32))
+        with open(os.path.join(self.directory, "id_ed25519.pub"), "w") as f:
+            f.write(b64(public))
+        return public
+
+    def test_announce_endpoint_with_the_public_key_only(self):
+        public = self.write_public_file()
+        reactor, service = self.start("--announce-endpoint", "tcp:21122:interface=127.0.0.1",
+                                      "--announce-skew", "2")
         self.assertIsNotNone(service.relay.allowed)
-        self.assertIn(21120, [p for p, _, _, _ in reactor.tcpServers])
-        self.assertTrue(os.path.exists(os.path.join(self.directory, "id_ed25519")))
+        self.assertEqual(bytes(service.announce_gate.verify_key), public)
+        self.assertEqual(service.announce_gate.skew, 2)
+        self.assertEqual(service.relay.allowed.remember_used, 60 + 2 * 2)
+        self.assertIn(21122, [p for p, _, _, _ in reactor.tcpServers])
+        self.assertEqual(os.listdir(self.directory), ["id_ed25519.pub"])
+        self.assertIn(f"announcements checked with key {fingerprint(public)}",
+                      "\n".join(self.messages()))
+
+    def test_announce_endpoint_key_option(self):
+        public = bytes(range(1, 33))
+        _, service = self.start("--announce-endpoint", "tcp:21122", "-k", b64(public))
+        self.assertEqual(bytes(service.announce_gate.verify_key), public)
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_announce_endpoint_without_a_key_refuses_to_start(self):
+        service = makeService(options("--directory", self.directory, "--announce-endpoint",
+                                      "tcp:21122"), reactor=MemoryReactorClock()).inner
+        service.environ = {}
+        error = self.assertRaises(KeyFileError, service.startService)
+        self.assertIn("copy id_ed25519.pub from the ID server", str(error))
+        self.assertEqual(os.listdir(self.directory), [])

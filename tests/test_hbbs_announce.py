@@ -7,6 +7,7 @@ and ConnectionCompleter joins the two.
 
 import os
 
+from nacl.signing import SigningKey
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.test.iosim import ConnectionCompleter
@@ -14,19 +15,18 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustdesk_twisted.config import ConfigError, Settings
 
-from rustdesk_twisted.hbbr.announce import AllowedUuids, AnnounceFactory
-from rustdesk_twisted.hbbs.announce import relay_announcer
+from rustdesk_twisted.hbbr.announce import AllowedUuids, AnnounceFactory, AnnounceGate
+from rustdesk_twisted.hbbs.announce import ANSWER_TIMEOUT, KEEPALIVE_INTERVAL, relay_announcer
 from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import RendezvousServer
 from rustdesk_twisted.hbbs.tap import HbbsConfig, HbbsService
 from rustdesk_twisted.wire import addr_mangle, keys, messages
-from rustdesk_twisted.wire.announce import announce_key
 from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPk, RelayResponse
 
 from .test_combined import ThreadedMemoryReactor
 
-SECRET = b"\x05" * 64
+HBBS_KEY = SigningKey(b"\x05" * 32)
 START = 1_700_000_000.0
 PORT = 21121
 RETRY = 2.5  # ClientService's first retry: 1 s plus up to 1 s of jitter
@@ -40,12 +40,12 @@ class AnnounceClientTests(SynchronousTestCase):
         self.allowed = AllowedUuids()
         self.completer = ConnectionCompleter(self.reactor)
 
-    def hbbr(self, secret=SECRET):
-        self.reactor.listenTCP(PORT, AnnounceFactory(self.allowed, announce_key(secret),
-                                                     self.reactor))
+    def hbbr(self, key=HBBS_KEY):
+        self.gate = AnnounceGate(self.allowed, key.verify_key)
+        self.reactor.listenTCP(PORT, AnnounceFactory(self.gate, self.reactor))
 
     def hbbs(self, **link_options):
-        announcer = relay_announcer([f"tcp:relay.example:{PORT}"], SECRET, self.reactor)
+        announcer = relay_announcer([f"tcp:relay.example:{PORT}"], HBBS_KEY, self.reactor)
         for option, value in link_options.items():
             setattr(announcer.links[0], option, value)
         announcer.startService()
@@ -77,14 +77,14 @@ class AnnounceClientTests(SynchronousTestCase):
         self.assertEqual(self.logged("announce_refused"), [])
 
     def test_wrong_key_is_refused_and_logged(self):
-        self.hbbr(secret=b"\x06" * 64)
+        self.hbbr(key=SigningKey(b"\x06" * 32))
         announcer = self.hbbs()
         pump = self.connect()
         announcer("uuid-1")
         pump.flush()
         self.assertEqual(self.allows("uuid-1"), [False])
         [refused] = self.logged("announce_refused")
-        self.assertEqual(refused["uuid"], "uuid-1")
+        self.assertEqual(refused["what"], "keepalive")    # the first line on a connection
         self.assertEqual(len(self.logged("announce_disconnected")), 1)
         self.assertIsNone(announcer.links[0].channel)
         self.reactor.advance(RETRY)
@@ -119,6 +119,59 @@ class AnnounceClientTests(SynchronousTestCase):
         self.connect()
         self.assertEqual(self.allows("old", "new"), [False, True])
         self.assertEqual(self.logged("announce_connected")[-1]["expired"], 1)
+
+    def test_keepalive_holds_the_connection_open(self):
+        """hbbr closes a connection silent for 10 s after accept, or for 90 s later on;
+        hbbs sends a keepalive on connecting and every 30 s."""
+        self.hbbr()
+        self.hbbs()
+        pump = self.connect()
+        for _ in range(10):
+            self.reactor.advance(KEEPALIVE_INTERVAL)
+            pump.flush()
+        self.assertFalse(pump.serverIO.disconnected)
+        self.assertEqual(self.gate.counts["keepalive"], 11)
+        self.assertEqual(self.gate.counts["idle_timeout"], 0)
+        self.assertEqual(self.logged("announce_refused"), [])
+
+    def test_used_answer_is_benign(self):
+        """A resent line for a uuid that paired meanwhile is answered ``used``: not an error."""
+        self.hbbr()
+        announcer = self.hbbs()
+        pump = self.connect()
+        announcer("paired")
+        pump.flush()
+        self.allowed.use("paired", self.reactor.seconds())
+        announcer("paired")
+        pump.flush()
+        self.assertEqual(self.gate.counts["used"], 1)
+        self.assertEqual(self.logged("announce_refused"), [])
+        self.assertIs(announcer.links[0].channel.transport, pump.clientIO)
+
+    def test_silent_relay_is_given_up_on(self):
+        """An hbbr that stops answering (half-open connection) is reconnected, lines resent."""
+        self.hbbr()
+        announcer = self.hbbs()
+        pump = self.connect()
+        pump.serverIO.write = lambda data: None     # hbbr's answers are lost
+        announcer("waiting")
+        pump.flush()
+        for _ in range(int(ANSWER_TIMEOUT // KEEPALIVE_INTERVAL)):
+            self.reactor.advance(KEEPALIVE_INTERVAL)
+            pump.flush()
+        self.assertEqual(len(self.logged("announce_unanswered")), 1)
+        self.assertIsNone(announcer.links[0].channel)
+        self.assertEqual(announcer.links[0].waiting[0][0], "waiting")
+
+    def test_unannounceable_uuid_is_not_sent(self):
+        self.hbbr()
+        announcer = self.hbbs()
+        pump = self.connect()
+        announcer("has space")
+        announcer("")
+        pump.flush()
+        self.assertEqual(len(announcer.links[0].unanswered), 0)
+        self.assertEqual(self.gate.counts["malformed"], 0)
 
     def test_unanswered_lines_are_resent_after_reconnect(self):
         self.hbbr()
@@ -191,18 +244,18 @@ class AnnounceBeforeDeliveryTests(SynchronousTestCase):
 class RelayAnnounceOptionTests(TestCase):
     """``--relay-announce`` in hbbs's service tree."""
 
-    def start(self, endpoints):
+    def start(self, endpoints, **settings):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         reactor = ThreadedMemoryReactor()
         config = HbbsConfig(Settings(layers=[("test", {
             "PORT": "30116", "BIND": "127.0.0.1", "DATA-DIR": directory,
-            "RELAY-ANNOUNCE": endpoints})]))
+            "RELAY-ANNOUNCE": endpoints, **settings})]))
         self.assertEqual(config.relay_announce, endpoints.split(","))
         service = HbbsService(config, reactor)
         return reactor, service
 
-    def test_connects_to_each_relay_with_the_key_file(self):
+    def test_connects_to_each_relay_signing_with_the_key_file(self):
         reactor, service = self.start("tcp:relay1.example:21121,tcp:relay2.example:21121")
         service.startService()
         self.addCleanup(service.stopService)
@@ -213,7 +266,17 @@ class RelayAnnounceOptionTests(TestCase):
                          ["relay1.example", "relay2.example"])
         with open(os.path.join(service.config.data_dir, keys.SECRET_FILE)) as f:
             secret = keys.decode_secret(f.read())
-        self.assertEqual(announcer.links[0].key, announce_key(secret))
+        self.assertEqual(bytes(announcer.links[0].signing.verify_key), secret[32:])
+
+    def test_signs_with_the_key_option(self):
+        """``-k SECRET`` is the key hbbs signs with, so announcements use it, not the files."""
+        secret = bytes(SigningKey(b"\x07" * 32)) + bytes(SigningKey(b"\x07" * 32).verify_key)
+        _, service = self.start("tcp:relay1.example:21121", KEY=keys.b64(secret))
+        service.startService()
+        self.addCleanup(service.stopService)
+        link = service.server.relay_announcer.links[0]
+        self.assertEqual(bytes(link.signing.verify_key), secret[32:])
+        self.assertNotIn(keys.SECRET_FILE, os.listdir(service.config.data_dir))
 
     def test_bad_endpoint_is_a_config_error(self):
         _, service = self.start("nonsense:relay")

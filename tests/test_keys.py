@@ -3,6 +3,7 @@
 import base64
 import os
 import stat
+import threading
 
 from hypothesis import given, settings, strategies as st
 from nacl.signing import SigningKey, VerifyKey
@@ -177,6 +178,84 @@ class KeyFileTests(SynchronousTestCase):
                 self.assertIn("id_ed25519", message)
                 self.assertEqual(read(self.directory, "id_ed25519"), text)
 
+    def test_generation_race(self):
+        """hbbs, hbbr and gen-key started together on an empty directory agree on one pair."""
+        for attempt in range(30):
+            directory = os.path.join(self.directory, str(attempt))
+            os.mkdir(directory)
+            start = threading.Barrier(4)
+            results = []
+
+            def generate():
+                start.wait()
+                try:
+                    results.append(keys.load_or_generate_keypair(directory))
+                except keys.KeyFileError as e:
+                    results.append((str(e), False))
+
+            threads = [threading.Thread(target=generate) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            secret = keys.load_keypair(directory)
+            self.assertEqual(keys.decode_public(read(directory, "id_ed25519.pub")), secret[32:])
+            self.assertEqual(sorted(results, key=lambda r: r[1]),
+                             [(secret, False)] * 3 + [(secret, True)])
+            self.assertEqual(sorted(os.listdir(directory)), ["id_ed25519", "id_ed25519.pub"])
+
+    def test_file_modes_ignore_the_umask(self):
+        for umask in (0, 0o077):
+            directory = os.path.join(self.directory, oct(umask))
+            os.mkdir(directory)
+            previous = os.umask(umask)
+            try:
+                keys.generate_keypair(directory)
+            finally:
+                os.umask(previous)
+            modes = {name: stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode)
+                     for name in os.listdir(directory)}
+            self.assertEqual(modes, {"id_ed25519": 0o600, "id_ed25519.pub": 0o644})
+
+    def test_generate_never_replaces(self):
+        secret = keys.generate_keypair(self.directory)
+        self.assertRaises(keys.KeyFileError, keys.generate_keypair, self.directory)
+        self.assertEqual(keys.load_keypair(self.directory), secret)
+
+    def test_lone_public_file_is_never_replaced(self):
+        """A relay host's copy (or a lost private key): refuse rather than mint a new Key."""
+        write(self.directory, "id_ed25519.pub", PUBLIC_B64)
+        for attempt in (keys.load_or_generate_keypair, keys.generate_keypair):
+            with self.assertRaises(keys.KeyFileError) as caught:
+                attempt(self.directory)
+            self.assertIn("exists without id_ed25519", str(caught.exception))
+        self.assertEqual(os.listdir(self.directory), ["id_ed25519.pub"])
+        self.assertEqual(read(self.directory, "id_ed25519.pub"), PUBLIC_B64)
+
+    def test_mismatched_public_file_is_refused(self):
+        write(self.directory, "id_ed25519", SECRET_B64)
+        write(self.directory, "id_ed25519.pub", keys.b64(bytes(32)))
+        with self.assertRaises(keys.KeyFileError) as caught:
+            keys.load_or_generate_keypair(self.directory)
+        message = str(caught.exception)
+        self.assertIn("does not match", message)
+        self.assertIn(keys.fingerprint(PUBLIC), message)
+        self.assertIn(keys.fingerprint(bytes(32)), message)
+        self.assertNotIn("\n", message)
+        self.assertEqual(read(self.directory, "id_ed25519.pub"), keys.b64(bytes(32)))
+
+    def test_matching_public_file_is_accepted(self):
+        write(self.directory, "id_ed25519", SECRET_B64)
+        write(self.directory, "id_ed25519.pub", PUBLIC_B64 + "\n")
+        self.assertEqual(keys.load_or_generate_keypair(self.directory), (SEED + PUBLIC, False))
+        self.assertEqual(keys.directory_public_key(self.directory), PUBLIC)
+
+    def test_malformed_public_file(self):
+        write(self.directory, "id_ed25519.pub", "not a key")
+        with self.assertRaises(keys.KeyFileError) as caught:
+            keys.directory_public_key(self.directory)
+        self.assertIn("malformed public key", str(caught.exception))
+
     def test_unwritable_directory(self):
         missing = os.path.join(self.directory, "does-not-exist")
         with self.assertRaises(keys.KeyFileError) as caught:
@@ -248,6 +327,13 @@ class HbbsServerKeyTests(SynchronousTestCase):
         self.assertRaises(keys.KeyFileError, keys.hbbs_server_key, "-", self.directory)
         self.assertRaises(keys.KeyFileError, keys.hbbs_server_key, "", self.directory)
 
+    def test_mismatched_pair_refused_at_every_start(self):
+        write(self.directory, "id_ed25519", SECRET_B64)
+        write(self.directory, "id_ed25519.pub", keys.b64(bytes(32)))
+        for option in (None, "-", "_", ""):
+            with self.subTest(option=option):
+                self.assertRaises(keys.KeyFileError, keys.hbbs_server_key, option, self.directory)
+
 
 class HbbrLicenceTests(SynchronousTestCase):
     """The section 6.3 hbbr table."""
@@ -266,9 +352,31 @@ class HbbrLicenceTests(SynchronousTestCase):
         self.assertEqual(keys.hbbr_licence("-", self.directory), PUBLIC_B64)
         self.assertEqual(keys.hbbr_licence("_", self.directory), PUBLIC_B64)
 
-    def test_dash_generates(self):
-        licence = keys.hbbr_licence("-", self.directory)
-        self.assertEqual(licence, read(self.directory, "id_ed25519.pub"))
+    def test_dash_never_generates(self):
+        """The official relay creates a pair of its own here; ours says what to do instead."""
+        with self.assertRaises(keys.KeyFileError) as caught:
+            keys.hbbr_licence("-", self.directory)
+        self.assertIn("start hbbs first, or copy id_ed25519.pub from the ID server, or pass -k",
+                      str(caught.exception))
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_dash_with_public_file_only(self):
+        """A relay host holds only the .pub; it is used and left alone."""
+        write(self.directory, "id_ed25519.pub", PUBLIC_B64)
+        self.assertEqual(keys.hbbr_licence("-", self.directory), PUBLIC_B64)
+        self.assertEqual(os.listdir(self.directory), ["id_ed25519.pub"])
+        self.assertEqual(read(self.directory, "id_ed25519.pub"), PUBLIC_B64)
+
+    def test_dash_refuses_a_mismatched_pair(self):
+        write(self.directory, "id_ed25519", SECRET_B64)
+        write(self.directory, "id_ed25519.pub", keys.b64(bytes(32)))
+        self.assertRaises(keys.KeyFileError, keys.hbbr_licence, "-", self.directory)
+
+    def test_conflict_with_public_file(self):
+        write(self.directory, "id_ed25519.pub", PUBLIC_B64)
+        self.assertIsNone(keys.relay_key_conflict(PUBLIC_B64, self.directory))
+        self.assertIn("differs from hbbs's key",
+                      keys.relay_key_conflict(keys.b64(bytes(32)), self.directory))
 
     def test_secret_key(self):
         self.assertEqual(keys.hbbr_licence(SECRET_B64, self.directory), PUBLIC_B64)
@@ -277,4 +385,31 @@ class HbbrLicenceTests(SynchronousTestCase):
     def test_other(self):
         self.assertEqual(keys.hbbr_licence(PUBLIC_B64, self.directory), PUBLIC_B64)
         self.assertEqual(keys.hbbr_licence("anything", self.directory), "anything")
+        self.assertEqual(os.listdir(self.directory), [])
+
+
+class AnnouncePublicKeyTests(SynchronousTestCase):
+    """Where hbbr finds the key it checks announcements with: never a key of its own."""
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+
+    def test_key_option(self):
+        for option in (PUBLIC_B64, SECRET_B64):
+            self.assertEqual(keys.announce_public_key(option, self.directory), PUBLIC)
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_key_files(self):
+        write(self.directory, "id_ed25519.pub", PUBLIC_B64)
+        for option in (None, "", "-", "_", "a licence string"):
+            with self.subTest(option=option):
+                self.assertEqual(keys.announce_public_key(option, self.directory), PUBLIC)
+        write(self.directory, "id_ed25519", SECRET_B64)
+        self.assertEqual(keys.announce_public_key("-", self.directory), PUBLIC)
+
+    def test_no_key(self):
+        with self.assertRaises(keys.KeyFileError) as caught:
+            keys.announce_public_key(None, self.directory)
+        self.assertIn("copy id_ed25519.pub from the ID server", str(caught.exception))
         self.assertEqual(os.listdir(self.directory), [])

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustdesk_twisted import adminweb, logs, metrics
 from rustdesk_twisted.config import ConfigError
+from rustdesk_twisted.hbbr.announce import AllowedUuids, AnnounceGate
 from rustdesk_twisted.hbbr.server import RelayServer
 from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.hbbs.relays import RelayRotation
@@ -43,6 +44,8 @@ class _Store:
 
 
 class _Service:
+    announce_gate = None
+
     def __init__(self, server, store):
         self.server = server
         self.store = store
@@ -158,6 +161,23 @@ class HbbrCollectorTests(SynchronousTestCase):
         self.assertEqual(values[("rustdesk_hbbr_throttled_sessions_total", ())], 1)
         self.assertEqual(values[("rustdesk_hbbr_refused_total",
                                  (("reason", "licence_key_mismatch"),))], 1)
+        self.assertNotIn(("rustdesk_hbbr_announce_lines_total", (("result", "accepted"),)),
+                         values)
+
+    def test_announce_channel(self):
+        service = _Service(None, None)
+        service.relay = RelayServer(Clock())
+        service.announce_gate = gate = AnnounceGate(AllowedUuids(), None)
+        gate.counts.update(accepted=5, used=2, bad_signature=1, idle_timeout=3)
+        values = scrape(metrics.HbbrCollector(service))
+        lines = {labels[0][1]: value for (name, labels), value in values.items()
+                 if name == "rustdesk_hbbr_announce_lines_total"}
+        self.assertEqual(lines, {"accepted": 5, "keepalive": 0, "used": 2, "bad_signature": 1,
+                                 "stale": 0, "malformed": 0})
+        self.assertEqual(values[("rustdesk_hbbr_announce_timeouts_total",
+                                 (("phase", "idle"),))], 3)
+        self.assertEqual(values[("rustdesk_hbbr_announce_timeouts_total",
+                                 (("phase", "first_line"),))], 0)
 
 
 class ExposureTests(SynchronousTestCase):

@@ -148,6 +148,8 @@ class RelayServer:
         self._pair(partner, side, uuid, now)
 
     def _pair(self, first, second, uuid, now):
+        if self.allowed is not None:
+            self.allowed.use(uuid, now)
         session = Session(self, first, second, uuid, SessionMeter(self.policy, now), now)
         self.sessions.add(session)
         self._count("sessions")

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import socket
 
+from nacl.signing import VerifyKey
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
@@ -20,16 +21,22 @@ from twisted.python import usage
 from .. import __version__, adminweb, logs
 from ..config import ConfigError, Settings, read_env_file
 from ..startup import ExitOnStartupError
-from ..wire.announce import announce_key
+from ..wire.announce import DEFAULT_SKEW, KEEPALIVE_INTERVAL
 from ..wire.websocket import TrustedProxies
 from ..wire.keys import (
+    announce_public_key,
     fingerprint,
     hbbr_licence,
-    load_or_generate_keypair,
     relay_key_conflict,
 )
 from . import splice
-from .announce import AllowedUuids, AnnounceFactory
+from .announce import (
+    FIRST_LINE_TIMEOUT,
+    IDLE_TIMEOUT,
+    AllowedUuids,
+    AnnounceFactory,
+    AnnounceGate,
+)
 from .bandwidth import BandwidthPolicy
 from .console import console_factory
 from .lists import AddressList
@@ -55,7 +62,15 @@ class Options(usage.Options):
         ["console", None, "unix:hbbr-console.sock",
          "endpoint string for the admin console, or 'off'"],
         ["announce-endpoint", None, None,
-         "endpoint string for hbbs announcements; when set, only announced uuids pair"],
+         "endpoint string for hbbs announcements; when set, only announced uuids pair. They "
+         "are checked with hbbs's public key: -k KEY, else id_ed25519.pub"],
+        ["announce-skew", None, DEFAULT_SKEW, "seconds an announcement's timestamp may differ "
+                                              "from this host's clock", float],
+        ["announce-first-line-timeout", None, FIRST_LINE_TIMEOUT,
+         "seconds an announce connection has to send its first valid line", float],
+        ["announce-idle-timeout", None, IDLE_TIMEOUT,
+         f"seconds of silence after which an announce connection is closed (more than "
+         f"hbbs's {KEEPALIVE_INTERVAL:g} s keepalive)", float],
         ["trusted-proxies", None, "127.0.0.0/8,::1",
          "comma-separated CIDRs whose X-Real-IP/X-Forwarded-For headers are believed"],
         ["data-dir", None, None, "directory shared with hbbs: .env, id_ed25519 and list "
@@ -92,6 +107,12 @@ class Options(usage.Options):
             self["trusted-proxies"] = TrustedProxies(self["trusted-proxies"].split(","))
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxies: {e}") from None
+        for name in ("announce-skew", "announce-first-line-timeout", "announce-idle-timeout"):
+            if not self[name] > 0:
+                raise usage.UsageError(f"--{name} must be a positive number of seconds")
+        if self["announce-idle-timeout"] <= KEEPALIVE_INTERVAL:
+            raise usage.UsageError(f"--announce-idle-timeout must exceed hbbs's keepalive "
+                                   f"interval ({KEEPALIVE_INTERVAL:g} s)")
 
 
 def _check_ip(text, error):
@@ -159,6 +180,7 @@ class HbbrService(MultiService):
         self.environ = os.environ if environ is None else environ
         self.allowed = allowed
         self.relay = None
+        self.announce_gate = None
 
     def _settings(self, directory):
         env_file = {name: value for name, value in
@@ -182,9 +204,11 @@ class HbbrService(MultiService):
         policy = BandwidthPolicy.from_settings(settings, enabled=not options["no-throttle"])
         allowed = self.allowed
         if options["announce-endpoint"]:
-            secret, _ = load_or_generate_keypair(directory)
+            public = announce_public_key(key, directory)
             if allowed is None:
-                allowed = AllowedUuids()
+                allowed = AllowedUuids(skew=options["announce-skew"])
+            self.announce_gate = AnnounceGate(allowed, VerifyKey(public),
+                                              options["announce-skew"])
         splicer = None
         if not options["no-splice"] and splice.available(self.reactor):
             splicer = splice.Splicer(self.reactor)
@@ -213,7 +237,9 @@ class HbbrService(MultiService):
             listeners.append(("admin", admin, adminweb.hbbr_site(self, self.reactor, token)))
         if options["announce-endpoint"]:
             listeners.append(("announce", with_backlog(options["announce-endpoint"]),
-                              AnnounceFactory(allowed, announce_key(secret), self.reactor)))
+                              AnnounceFactory(self.announce_gate, self.reactor,
+                                              options["announce-first-line-timeout"],
+                                              options["announce-idle-timeout"])))
         for name, description, factory in listeners:
             endpoint = serverFromString(self.reactor, description)
             child = StreamServerEndpointService(endpoint, factory)
@@ -241,6 +267,10 @@ class HbbrService(MultiService):
                  path="kernel splice" if splicer is not None else "userspace copy")
         if allowed is not None:
             log.info("announce mode: only uuids announced by hbbs are paired")
+        if self.announce_gate is not None:
+            log.info("announcements checked with key {fingerprint}, clock skew up to {skew:g}s",
+                     fingerprint=fingerprint(bytes(self.announce_gate.verify_key)),
+                     skew=self.announce_gate.skew)
 
     def setServiceParent(self, parent):
         logs.use_format(parent, self.options["log-format"])

@@ -6,12 +6,17 @@ as client endpoint strings; for each one a :class:`ClientService` keeps a
 connection up, reconnecting with backoff, and an :class:`AnnounceLink`
 decides what to send.  The rendezvous core calls the announcer before it
 delivers the message that sends a client to the relay, so on the hbbr
-connection the line is written first.
+connection the line is written first.  Lines are signed with hbbs's key
+(``rustdesk_twisted/wire/announce.py``); hbbr holds only the public key.
 
 While an hbbr is unreachable its uuids wait in a bounded queue (oldest
 dropped, with a log line); on reconnection those younger than ``MAX_AGE``
 are sent, stamped with the current time.  Lines not yet answered when a
-connection drops are queued again: announcing twice is harmless.
+connection drops are queued again: announcing twice is harmless (hbbr
+answers ``used`` for a uuid that paired meanwhile).  A keepalive on
+connecting and every ``KEEPALIVE_INTERVAL`` keeps hbbr from closing the
+connection as idle, and an hbbr that answers nothing for ``ANSWER_TIMEOUT``
+is given up on and reconnected.
 """
 
 from collections import deque
@@ -20,25 +25,33 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
-from ..wire.announce import announce_key, announcement
+from ..logtext import quoted
+from ..wire.announce import KEEPALIVE_INTERVAL, announcement, keepalive, valid_uuid
 
 QUEUE_LIMIT = 10_000
 # A client waits 30 s at the relay for its partner; an older uuid is of no use.
 MAX_AGE = 30.0
 MAX_RETRY_DELAY = 30.0
+ANSWER_TIMEOUT = 90.0
+BENIGN_ANSWERS = (b"ok", b"used")
 
 
 class AnnounceLink:
-    """One hbbr: uuids waiting for a connection and lines waiting for an answer."""
+    """One hbbr: uuids waiting for a connection and lines waiting for an answer.
+
+    ``unanswered`` holds ``(uuid, brokered)`` per line sent, ``(None, None)``
+    for a keepalive.
+    """
 
     log = Logger()
 
-    def __init__(self, name, key, clock, limit=QUEUE_LIMIT, max_age=MAX_AGE):
+    def __init__(self, name, signing, clock, limit=QUEUE_LIMIT, max_age=MAX_AGE):
         self.name = name
-        self.key = key
+        self.signing = signing
         self.clock = clock
         self.limit = limit
         self.max_age = max_age
@@ -46,6 +59,9 @@ class AnnounceLink:
         self.unanswered = deque()
         self.channel = None
         self.dropped = 0
+        self.last_answer = None
+        self._keepalive = LoopingCall(self._tick)
+        self._keepalive.clock = clock
 
     def announce(self, uuid):
         now = self.clock.seconds()
@@ -70,16 +86,29 @@ class AnnounceLink:
             self._queue(uuid, brokered)
             self.channel.close()
             return
-        self.channel.send_line(announcement(self.key, uuid, now))
+        self.channel.send_line(announcement(self.signing, uuid, now))
         self.unanswered.append((uuid, brokered))
+
+    def _tick(self):
+        """Every KEEPALIVE_INTERVAL: give up on a silent hbbr, else send a keepalive."""
+        now = self.clock.seconds()
+        if self.unanswered and now - self.last_answer >= ANSWER_TIMEOUT:
+            self.log.warn("{relay} has answered nothing for {seconds:.0f}s; reconnecting",
+                          relay=self.name, seconds=now - self.last_answer,
+                          event="announce_unanswered")
+            self.channel.close()
+            return
+        self.channel.send_line(keepalive(self.signing, now))
+        self.unanswered.append((None, None))
 
     def connected(self, channel):
         self.channel = channel
-        now = self.clock.seconds()
+        now = self.last_answer = self.clock.seconds()
         waiting, self.waiting = self.waiting, deque()
         fresh = [(uuid, brokered) for uuid, brokered in waiting if now - brokered <= self.max_age]
         for uuid, brokered in fresh:
             self._send(uuid, brokered, now)
+        self._keepalive.start(KEEPALIVE_INTERVAL)
         self.log.info("announcing relay uuids to {relay}: connected, sent {sent} queued, "
                       "{expired} expired, {dropped} dropped", relay=self.name, sent=len(fresh),
                       expired=len(waiting) - len(fresh), dropped=self.dropped,
@@ -89,19 +118,24 @@ class AnnounceLink:
     def answered(self, line):
         if not self.unanswered:
             return
+        self.last_answer = self.clock.seconds()
         uuid, _ = self.unanswered.popleft()
-        if line != b"ok":
-            self.log.error("{relay} refused the announcement of {uuid}: its id_ed25519 differs "
-                           "from ours, or the clocks are more than a minute apart",
-                           relay=self.name, uuid=uuid, event="announce_refused")
+        if line not in BENIGN_ANSWERS:
+            self.log.error("{relay} refused the {what}: its -k or id_ed25519.pub is not this "
+                           "ID server's key, or the clocks differ by more than its "
+                           "--announce-skew", relay=self.name,
+                           what="keepalive" if uuid is None else f"announcement of {quoted(uuid)}",
+                           uuid=uuid, event="announce_refused")
 
     def disconnected(self, channel):
         if channel is not self.channel:
             return
         self.channel = None
+        if self._keepalive.running:
+            self._keepalive.stop()
         unanswered, self.unanswered = self.unanswered, deque()
         for uuid, brokered in reversed(unanswered):
-            if len(self.waiting) < self.limit:
+            if uuid is not None and len(self.waiting) < self.limit:
                 self.waiting.appendleft((uuid, brokered))
         self.log.info("lost the announce connection to {relay}; queueing until it reconnects",
                       relay=self.name, event="announce_disconnected")
@@ -123,7 +157,8 @@ class AnnounceClient(LineOnlyReceiver):
         self.transport.write(line + b"\n")
 
     def close(self):
-        self.transport.loseConnection()
+        """Give up on this connection at once, even if hbbr stopped reading."""
+        self.transport.abortConnection()
 
     def lineReceived(self, line):
         self.link.answered(line.rstrip(b"\r"))
@@ -149,15 +184,18 @@ class RelayAnnouncer(MultiService):
                       clock=clock).setServiceParent(self)
 
     def __call__(self, uuid):
+        # A uuid the line format cannot carry is not announced; the relay refuses it.
+        if not valid_uuid(uuid):
+            return
         for link in self.links:
             link.announce(uuid)
 
 
-def relay_announcer(descriptions, secret, reactor):
-    """A RelayAnnouncer for client endpoint strings; raises ValueError for a bad one."""
-    key = announce_key(secret)
+def relay_announcer(descriptions, signing, reactor):
+    """A RelayAnnouncer signing with ``signing`` (a nacl SigningKey) for client endpoint
+    strings; raises ValueError for a bad one."""
     announcer = RelayAnnouncer()
     for description in descriptions:
-        announcer.add(AnnounceLink(description, key, reactor),
+        announcer.add(AnnounceLink(description, signing, reactor),
                       clientFromString(reactor, description), reactor)
     return announcer

@@ -56,7 +56,8 @@ OPTIONS = [
     ("relay-announce", None, "RELAY-ANNOUNCE",
      "Comma-separated client endpoints of hbbr announce listeners (e.g. "
      "tcp:relay.example.com:21122); each relay uuid brokered is announced there, signed "
-     "with id_ed25519, before the client hears of it."),
+     "with this server's key (the relay needs only id_ed25519.pub), before the client "
+     "hears of it."),
     ("rmem", "M", "RMEM", "UDP receive buffer in bytes (default 4194304, capped by the kernel's "
                           "net.core.rmem_max; 0 leaves the system default)."),
     ("mask", None, "MASK", "IPv4 CIDR of the LAN, enables the LAN rules (LOCAL-IP then applies)."),
@@ -255,7 +256,7 @@ class HbbsService(service.MultiService):
             software_url=config.software_url, always_use_relay=config.always_use_relay,
             keep_alive=config.keep_alive)
         if config.relay_announce:
-            self._announce_to_relays()
+            self._announce_to_relays(server_key)
         self._build_listeners()
         self._start_children()
         try:
@@ -286,11 +287,16 @@ class HbbsService(service.MultiService):
             child.stopService()
         self.running = 0
 
-    def _announce_to_relays(self):
+    def _announce_to_relays(self, server_key):
+        """Announcements are signed with the key hbbs signs peers' keys with; with a bare
+        licence string (no signing key) with the key files'."""
         config = self.config
-        secret, _ = keyfiles.load_or_generate_keypair(config.data_dir)
+        signing = server_key.signing
+        if signing is None:
+            secret, _ = keyfiles.load_or_generate_keypair(config.data_dir)
+            signing = keyfiles.signing_key_from_secret(secret)
         try:
-            announcer = relay_announcer(config.relay_announce, secret, self.reactor)
+            announcer = relay_announcer(config.relay_announce, signing, self.reactor)
         except ValueError as e:
             raise ConfigError(f"invalid RELAY-ANNOUNCE endpoint: {e}") from None
         announcer.setServiceParent(self)
