@@ -58,15 +58,22 @@ class LimitLog:
 
     ``hits[limit]`` holds the total for ``/metrics``.  The table of recent
     reports is bounded: past ``max_sources`` entries the stale ones go, and
-    if none is stale the oldest.
+    if none is stale the oldest.  Many sources at once (forged UDP sources,
+    a botnet) cannot flood the log either: past ``max_lines`` reports in an
+    interval, reports are only counted, and the next interval starts with
+    one line saying how many were left out.
     """
 
-    def __init__(self, logger=None, interval=60.0, max_sources=10_000):
+    def __init__(self, logger=None, interval=60.0, max_sources=10_000, max_lines=100):
         self.log = logger if logger is not None else Logger()
         self.interval = interval
         self.max_sources = max_sources
+        self.max_lines = max_lines
         self.hits = {}
         self._reported = {}
+        self._window = None
+        self._lines = 0
+        self._left_out = 0
 
     def hit(self, now, limit, source, detail=""):
         """Count a hit of ``limit`` by ``source`` (a source key or address) and maybe log it."""
@@ -75,6 +82,8 @@ class LimitLog:
         entry = self._reported.get(key)
         if entry is not None and now - entry[0] < self.interval:
             entry[1] += 1
+            return
+        if not self._line_allowed(now):
             return
         suppressed = entry[1] if entry is not None else 0
         if entry is None and len(self._reported) >= self.max_sources:
@@ -86,6 +95,20 @@ class LimitLog:
             detail=f": {detail}" if detail else "",
             more=f" ({suppressed} more hits since the last report)" if suppressed else "",
             event="limit_reached", suppressed=suppressed)
+
+    def _line_allowed(self, now):
+        """Within this interval's budget of report lines; opens a new interval when due."""
+        if self._window is None or now - self._window >= self.interval:
+            if self._left_out:
+                self.log.warn("{count} limit reports left out in the last {interval:.0f}s "
+                              "(too many sources at once)", count=self._left_out,
+                              interval=self.interval, event="limit_reports_left_out")
+            self._window, self._lines, self._left_out = now, 0, 0
+        if self._lines >= self.max_lines:
+            self._left_out += 1
+            return False
+        self._lines += 1
+        return True
 
     def _make_room(self, now):
         reported = self._reported

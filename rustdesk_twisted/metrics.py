@@ -78,6 +78,13 @@ class HbbsCollector:
                   ("registrations_per_id", registry.throttled))
         yield _counter("rustdesk_hbbs_rate_limit_hits", "Registrations refused TOO_FREQUENT.",
                        ["limit"], (((name,), value) for name, value in limits))
+        hits = {}
+        for source in (server.limits, registry.limits, registry.ip_blocker.limits):
+            for name, value in source.hits.items():
+                hits[name] = hits.get(name, 0) + value
+        yield _counter("rustdesk_hbbs_limit_hits",
+                       "Every limit hit, by limit (each is logged once per source and minute).",
+                       ["limit"], (((name,), hits[name]) for name in sorted(hits)))
         opened = counters.get(WEBSOCKET[0], 0)
         yield _counter("rustdesk_hbbs_websocket_connections", "WebSocket connections accepted.",
                        samples=[((), opened)])

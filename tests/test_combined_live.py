@@ -11,8 +11,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 
-from rustdesk_twisted.wire import messages
-from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPeer, RegisterPk
+from rustdesk_twisted.wire import addr_mangle, messages
+from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPeer, RegisterPk, RelayResponse
 
 from .livesupport import DatagramClient, FramedClient, free_port_block, start_twistd, stop_twistd
 from .test_hbbr_support import frame_request
@@ -20,6 +20,7 @@ from .test_hbbr_support import frame_request
 PEER_ID = "123456789"
 PEER_HOST = "127.0.0.2"
 REQUESTER_HOST = "127.0.0.3"
+ATTACKER_HOST = "127.0.0.4"
 
 
 class _RelayClient(Protocol):
@@ -82,7 +83,28 @@ class LiveCombinedTests(unittest.TestCase):
         notice = yield peer.next("request_relay")
         self.assertEqual(notice.request_relay.uuid, "live-uuid")
 
+        # An attacker's unsolicited RelayResponse must not open the relay.
+        attacker = yield connectProtocol(TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port, bindAddress=(ATTACKER_HOST, 0)), FramedClient())
+        yield attacker.message(1)
+        attacker.send(messages.wrap("relay_response", RelayResponse(
+            socket_addr=addr_mangle.encode((ATTACKER_HOST, 4444), 0), uuid="forged-uuid")))
+        yield attacker.closed
         relay = TCP4ClientEndpoint(reactor, "127.0.0.1", port + 1)
+        first = yield connectProtocol(relay, _RelayClient("forged-uuid", key))
+        second = yield connectProtocol(relay, _RelayClient("forged-uuid", key))
+        yield first.closed
+        yield second.closed
+
+        # B answers on a fresh connection (section 4.4 d2): now A's uuid is brokered.
+        answer = yield connectProtocol(TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port, bindAddress=(PEER_HOST, 0)), FramedClient())
+        yield answer.message(1)
+        answer.send(messages.wrap("relay_response", RelayResponse(
+            socket_addr=notice.request_relay.socket_addr, version="1.4.9")))
+        response = (yield requester.message(2)).relay_response
+        self.assertEqual(response.refuse_reason, "")  # A goes to the relay with its own uuid
+
         stranger = yield connectProtocol(relay, _RelayClient("not-brokered", key))
         yield stranger.closed
         payload = os.urandom(256 * 1024)
@@ -97,4 +119,5 @@ class LiveCombinedTests(unittest.TestCase):
         yield requester.closed
         output = process.output.decode()
         self.assertIn("uuid not announced by hbbs", output)
-        self.assertIn("relay live-uuid paired", output)
+        self.assertRegex(output, r"relay \S*live-uuid\S* paired")
+        self.assertNotRegex(output, r"relay \S*forged-uuid\S* paired")

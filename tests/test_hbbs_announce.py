@@ -17,6 +17,7 @@ from rustdesk_twisted.config import ConfigError, Settings
 
 from rustdesk_twisted.hbbr.announce import AllowedUuids, AnnounceFactory, AnnounceGate
 from rustdesk_twisted.hbbs.announce import ANSWER_TIMEOUT, KEEPALIVE_INTERVAL, relay_announcer
+from rustdesk_twisted.hbbs.limits import SourceRates
 from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import RendezvousServer
@@ -227,18 +228,82 @@ class AnnounceBeforeDeliveryTests(SynchronousTestCase):
         self.journal.clear()
         self.a = _Channel(self.journal, ("203.0.113.10", 6000))
 
-    def test_request_relay_announced_before_forwarding_to_b(self):
+    def test_requested_relay_announced_when_b_answers_before_delivery_to_a(self):
+        """Section 4.4 d2: A's uuid is announced once B has answered, before A hears of it."""
         self.server.stream_message(self.a, messages.wrap(
             "request_relay", id="123456789", uuid="U1", relay_server="relay.example"))
-        self.assertEqual(self.journal, [("announce", "U1"), ("deliver", "request_relay")])
+        self.assertEqual(self.journal, [("deliver", "request_relay")])
+        self.journal.clear()
+        self.server.stream_message(self.b_answer(), messages.wrap("relay_response", RelayResponse(
+            socket_addr=addr_mangle.encode(self.a.address, 0), version="1.4.9")))
+        self.assertEqual(self.journal, [("announce", "U1"), ("deliver", "relay_response")])
+
+    def b_answer(self, host="203.0.113.20"):
+        """B's fresh connection for its answer (section 4.3 step 2)."""
+        return _Channel(self.journal, (host, 5001))
 
     def test_relay_response_announced_before_delivery_to_a(self):
         self.server.stream_message(self.a, messages.wrap("punch_hole_request", id="123456789"))
         self.journal.clear()
-        self.server.stream_message(self.b, messages.wrap("relay_response", RelayResponse(
+        self.server.stream_message(self.b_answer(), messages.wrap("relay_response", RelayResponse(
             socket_addr=addr_mangle.encode(self.a.address, 0), uuid="U2",
             relay_server="relay.example")))
         self.assertEqual(self.journal, [("announce", "U2"), ("deliver", "relay_response")])
+
+
+class BrokeredOnlyTests(AnnounceBeforeDeliveryTests):
+    """Only B's answer to a request hbbs forwarded to B may open the relay (item: one
+    unauthenticated RelayResponse used to announce any uuid)."""
+
+    def answer(self, channel, uuid="X", **fields):
+        self.server.stream_message(channel, messages.wrap("relay_response", RelayResponse(
+            socket_addr=addr_mangle.encode(self.a.address, 0), uuid=uuid, **fields)))
+
+    def announced(self):
+        return [uuid for what, uuid in self.journal if what == "announce"]
+
+    def test_unsolicited_relay_response_announces_nothing(self):
+        stranger = _Channel(self.journal, ("198.51.100.66", 7000))
+        self.answer(stranger, "forged")
+        self.server.stream_message(self.a, messages.wrap("punch_hole_request", id="123456789"))
+        self.answer(stranger, "forged-after-a-request")
+        self.assertEqual(self.announced(), [])
+        self.assertEqual(self.server.limits.hits["relay-response-not-announced"], 2)
+
+    def test_answer_from_another_address_than_b(self):
+        self.server.stream_message(self.a, messages.wrap("punch_hole_request", id="123456789"))
+        self.answer(self.b_answer("198.51.100.66"), "forged")
+        self.assertEqual(self.announced(), [])
+        self.assertIn(("deliver", "relay_response"), self.journal, "still forwarded, as OSS does")
+
+    def test_answer_naming_another_peer(self):
+        self.server.stream_message(self.a, messages.wrap("punch_hole_request", id="123456789"))
+        self.answer(self.b_answer(), "U3", id="987654321")
+        self.assertEqual(self.announced(), [])
+
+    def test_one_announcement_per_forwarded_request(self):
+        self.server.stream_message(self.a, messages.wrap("punch_hole_request", id="123456789"))
+        self.answer(self.b_answer(), "U4")
+        self.answer(self.b_answer(), "U5")
+        self.assertEqual(self.announced(), ["U4"])
+
+    def test_a_requester_flooding_its_own_peer_has_a_quota(self):
+        """Requests to one's own peer announce at most the quota: others' uuids stay."""
+        self.server.request_rates = SourceRates(1000, 1000)  # only the quota is tested here
+        for n in range(100):
+            requester = _Channel(self.journal, ("203.0.113.10", 6000 + n))
+            self.server.stream_message(requester, messages.wrap(
+                "request_relay", id="123456789", uuid=f"flood-{n}"))
+            self.server.stream_message(self.b_answer(), messages.wrap(
+                "relay_response", RelayResponse(socket_addr=addr_mangle.encode(
+                    requester.address, 0))))
+        self.assertEqual(len(self.announced()), self.server.announce_rates.burst)
+        other = _Channel(self.journal, ("203.0.113.11", 6000))
+        self.server.stream_message(other, messages.wrap(
+            "request_relay", id="123456789", uuid="someone-else"))
+        self.server.stream_message(self.b_answer(), messages.wrap("relay_response", RelayResponse(
+            socket_addr=addr_mangle.encode(other.address, 0))))
+        self.assertEqual(self.announced()[-1], "someone-else")
 
 
 class RelayAnnounceOptionTests(TestCase):

@@ -20,6 +20,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from rustdesk_twisted.hbbs.registry import PeerRegistry
+from rustdesk_twisted.logtext import quoted
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import LanRules, RendezvousServer
 from rustdesk_twisted.hbbs.streams import ConnectionLimits, NatTestTCP, RendezvousTCPFactory
@@ -336,9 +337,12 @@ class RateLimitTests(Scenario):
         self.clock.advance(1)
         self.register_pk()
         self.assertEqual(self.received[-1], bytes.fromhex("82 01 00"))
-        limited = self.log_events("rate_limited")
-        self.assertEqual([(e["reason"], e["ip"], e["peer_id"], e["log_level"]) for e in limited],
-                         [("registrations-per-id", "192.0.2.50", B_ID, LogLevel.warn)] * 2)
+        # Two hits, one report: limits are logged once per source and minute.
+        limited = self.log_events("limit_reached")
+        self.assertEqual([(e["limit"], e["source"], e["detail"], e["log_level"]) for e in limited],
+                         [("registrations-per-id", "192.0.2.50", f': id "{B_ID}"',
+                           LogLevel.warn)])
+        self.assertEqual(self.server.registry.limits.hits, {"registrations-per-id": 2})
 
     def test_33rd_register_pk_per_minute_from_one_ip(self):
         for i in range(32):
@@ -349,8 +353,8 @@ class RateLimitTests(Scenario):
         self.register_pk(peer_id="peer-new")
         self.assertEqual(self.received, [bytes.fromhex("82 01 02 08 04")])
         self.assertIsNone(self.server.registry.get("peer-new"))
-        limited = self.log_events("rate_limited")
-        self.assertEqual([(e["reason"], e["ip"]) for e in limited],
+        limited = self.log_events("limit_reached")
+        self.assertEqual([(e["limit"], e["source"]) for e in limited],
                          [("registrations-per-minute", "192.0.2.50")])
         self.clock.advance(61 - 1.5)
         self.register_pk(peer_id="peer-new")
@@ -456,7 +460,7 @@ class PunchTests(Scenario):
         self.assertEqual(self.server.server.counters["answer_punch_hole_response_delivered"], 1)
         [forwarded] = self.log_events("punch_forwarded")
         self.assertEqual((forwarded["outcome"], forwarded["requester"], forwarded["target"]),
-                         ("punch_hole", A_PUBLIC_IP, B_ID))
+                         ("punch_hole", A_PUBLIC_IP, quoted(B_ID)))
         self.assertEqual(self.server.server.punch_log.entries[-1][1:],
                          (A_PUBLIC_IP, B_PUBLIC_IP, B_ID))
 
@@ -584,7 +588,7 @@ class PunchTests(Scenario):
         self.assertEqual(outcome.response.relay_response.WhichOneof("union"), None)
         self.assertSignedFor(outcome.signed_pk, b)
         [logged] = self.log_events("relay_forwarded")
-        self.assertEqual((logged["uuid"], logged["target"]), (outcome.uuid, B_ID))
+        self.assertEqual((logged["uuid"], logged["target"]), (quoted(outcome.uuid), quoted(B_ID)))
 
     def test_request_relay_forwarded_with_unknown_fields(self):
         """G28: the parsed RequestRelay goes to B with only socket_addr replaced."""
@@ -649,8 +653,8 @@ class PunchTests(Scenario):
         self.assertEqual((outcome.kind, outcome.failure), ("failure", "Key mismatch"))
         warnings = [e for e in self.log_events("punch_refused") if e["log_level"] == LogLevel.warn]
         self.assertEqual([(e["outcome"], e["requester"], e["target"]) for e in warnings],
-                         [("LICENSE_MISMATCH", "203.0.113.66", B_ID),
-                          ("LICENSE_MISMATCH", A_PUBLIC_IP, B_ID)])
+                         [("LICENSE_MISMATCH", "203.0.113.66", quoted(B_ID)),
+                          ("LICENSE_MISMATCH", A_PUBLIC_IP, quoted(B_ID))])
 
     def test_no_licence_check_with_empty_key(self):
         self.hbbs(licence="")

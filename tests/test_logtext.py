@@ -62,6 +62,16 @@ class LimitLogTests(SynchronousTestCase):
         self.assertLessEqual(len(self.limits._reported), 3)
         self.assertEqual(len(self.lines()), 50)
 
+    def test_many_sources_at_once_cost_a_bounded_number_of_lines(self):
+        limits = LimitLog(Logger(namespace="test"), interval=60.0, max_lines=5)
+        for i in range(1000):
+            limits.hit(1.0, "forged", f"10.0.{i // 256}.{i % 256}")
+        limits.hit(61.0, "forged", "192.0.2.1")
+        self.assertEqual(len(self.lines()), 6)
+        [summary] = [e for e in self.events if e.get("event") == "limit_reports_left_out"]
+        self.assertEqual(summary["count"], 995)
+        self.assertEqual(limits.hits["forged"], 1001)
+
 
 class SourceKeyTests(SynchronousTestCase):
     def test_ipv4_and_its_mapped_form_are_one_source(self):

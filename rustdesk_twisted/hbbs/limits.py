@@ -1,14 +1,20 @@
-"""Bounded per-IP and per-ID bookkeeping of hbbs (PROTOCOL.md sections 7.2, 7.3, 7.6).
+"""Bounded per-source and per-ID bookkeeping of hbbs (PROTOCOL.md sections 7.2, 7.3, 7.6).
 
 The official thresholds are the defaults, but they are settings here, with
 exempt networks, because the hard-coded ones hurt sites behind one NAT
-(USERS.md section 1.15).  Every table has a size bound and is pruned by time.
+(USERS.md section 1.15).  A source is an IPv4 address or an IPv6 /64
+(``admission.source_key``): per-address counting would let one IPv6 host
+multiply every limit by 2**64.  Every table has a size bound and is pruned
+by time.
 """
 
 import ipaddress
 from collections import deque
 
 from twisted.logger import Logger
+
+from ..admission import source_key
+from ..logtext import LimitLog, quoted
 
 
 class IpBlocker:
@@ -23,6 +29,7 @@ class IpBlocker:
         self.max_entries = max_entries
         self.entries = {}
         self.blocked = 0
+        self.limits = LimitLog(self.log)
 
     def _exempt(self, ip):
         if not self.exempt:
@@ -34,9 +41,10 @@ class IpBlocker:
         return any(address in network for network in self.exempt)
 
     def allow(self, ip, peer_id, now):
-        """Apply the official rule (section 7.2) and record the attempt."""
+        """Apply the official rule (section 7.2) to ``ip``'s source and record the attempt."""
         if self._exempt(ip):
             return True
+        ip = source_key(ip)
         entry = self.entries.get(ip)
         if entry is None:
             if len(self.entries) >= self.max_entries:
@@ -47,9 +55,8 @@ class IpBlocker:
             entry[0] = 0
         elif entry[0] > self.requests_per_minute:
             self.blocked += 1
-            self.log.warn("rate-limit {reason} for {ip} (id {peer_id})",
-                          reason="registrations-per-minute", ip=ip, peer_id=peer_id,
-                          event="rate_limited")
+            self.limits.hit(now, "registrations-per-minute", ip,
+                            f"{self.requests_per_minute}/min, id {quoted(peer_id)}")
             return False
         entry[0] += 1
         entry[1] = now
@@ -60,8 +67,8 @@ class IpBlocker:
         elif len(ids) > self.ids_per_day:
             if is_new:
                 self.blocked += 1
-                self.log.warn("rate-limit {reason} for {ip} (id {peer_id})",
-                              reason="ids-per-day", ip=ip, peer_id=peer_id, event="rate_limited")
+                self.limits.hit(now, "ids-per-day", ip,
+                                f"{self.ids_per_day}/day, id {quoted(peer_id)}")
             return not is_new
         if is_new:
             ids.add(peer_id)
@@ -126,3 +133,52 @@ class PunchLog:
                 break
         self.entries.append((now, from_ip, to_ip, to_id))
         return True
+
+
+def spend(bucket, rate, burst, now):
+    """Take a token from ``bucket`` (``[tokens, last time]``, refilled at ``rate`` up to
+    ``burst``); False, taking nothing, when there is none."""
+    tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
+    bucket[1] = now
+    if tokens < 1.0:
+        bucket[0] = tokens
+        return False
+    bucket[0] = tokens - 1.0
+    return True
+
+
+class SourceRates:
+    """A token bucket per source: ``rate`` requests per second on average, bursts of ``burst``.
+
+    Bounded: when ``max_sources`` buckets exist, those that have been idle
+    long enough to be full again are dropped (they carry no information),
+    and if none has, the oldest.
+    """
+
+    def __init__(self, rate, burst, max_sources=100_000):
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.max_sources = max_sources
+        self._buckets = {}
+
+    def allow(self, source, now):
+        """Take one token from ``source``'s bucket; False when it is empty."""
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            if len(self._buckets) >= self.max_sources:
+                self.prune(now)
+            bucket = self._buckets[source] = [self.burst, now]
+        return spend(bucket, self.rate, self.burst, now)
+
+    def prune(self, now):
+        """Forget buckets that would be full by now; if none, the oldest one."""
+        refill = self.burst / self.rate if self.rate > 0 else float("inf")
+        buckets = self._buckets
+        for source in [s for s, (tokens, last) in buckets.items()
+                       if tokens + (now - last) * self.rate >= self.burst or now - last >= refill]:
+            del buckets[source]
+        while len(buckets) >= self.max_sources:
+            del buckets[next(iter(buckets))]
+
+    def __len__(self):
+        return len(self._buckets)

@@ -18,6 +18,8 @@ import re
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from ..admission import source_key
+from ..logtext import LimitLog, quoted
 from ..wire.addr_mangle import is_loopback, try_into_v4
 from ..wire.rendezvous_pb2 import RegisterPkResponse
 from .limits import IpBlocker, IpChanges
@@ -114,6 +116,7 @@ class PeerRegistry:
         self.max_peers = max_peers
         self.peers = {}
         self.throttled = 0
+        self.limits = LimitLog(self.log)
         self._unsaved = {}
 
     def load(self, rows):
@@ -193,8 +196,8 @@ class PeerRegistry:
             return self._uuid_mismatch(peer, ip, "id registered by another machine")
         if not self._throttle(peer, now):
             self.throttled += 1
-            self.log.warn("rate-limit {reason} for {ip} (id {peer_id})", reason="registrations-per-id",
-                          ip=ip, peer_id=peer_id, event="rate_limited")
+            self.limits.hit(now, "registrations-per-id", source_key(ip),
+                            f"id {quoted(peer_id)}")
             return Result.TOO_FREQUENT
         if ip_changed:
             self.ip_changes.record(peer_id, ip, now)

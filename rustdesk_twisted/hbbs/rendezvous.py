@@ -13,7 +13,9 @@ import re
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ..wire import addr_mangle, keys, messages
+from ..admission import source_key
+from ..logtext import LimitLog, quoted
+from ..wire import addr_mangle, fields, keys, messages
 from ..wire.rendezvous_pb2 import (
     FetchLocalAddr,
     NatType,
@@ -24,12 +26,19 @@ from ..wire.rendezvous_pb2 import (
     RendezvousMessage,
     SoftwareUpdate,
 )
-from .limits import PunchLog
+from .limits import PunchLog, SourceRates, spend
 from .registry import Result
 
 Failure = PunchHoleResponse.Failure
 
 DEFAULT_KEEP_ALIVE = 30
+# PunchHoleRequest + RequestRelay: per source, per second on average (bursts of three
+# seconds' worth); per connection, a burst (a client tries three times) then one a second.
+DEFAULT_REQUESTS_PER_IP = 20.0
+DEFAULT_REQUEST_BURST_PER_CONNECTION = 3
+# Relay uuids announced to hbbr per requesting source and minute (USERS.md 1.12).
+DEFAULT_ANNOUNCES_PER_IP = 60
+TOO_MANY_REQUESTS = "Too many connection requests from your address; try again in a minute"
 SIGNED_CACHE_SIZE = 65_536
 _KNOWN_NAT_TYPES = (NatType.UNKNOWN_NAT, NatType.ASYMMETRIC, NatType.SYMMETRIC)
 _REQUEST_PK = {
@@ -58,7 +67,8 @@ def decode_register_peer(data):
     protobuf parser, so both paths agree on every input they both accept.
     """
     size = len(data)
-    if size < 4 or data[0] != 0x32 or data[1] != size - 2 or data[2] != 0x0A:
+    if size < 4 or data[0] != 0x32 or data[1] != size - 2 or data[2] != 0x0A \
+            or data[3] > fields.MAX_ID:
         return None
     end = 4 + data[3]
     if end == size:
@@ -143,7 +153,10 @@ class RendezvousServer:
 
     def __init__(self, registry, server_key, relays, clock, lan=None, serial=0,
                  rendezvous_servers=(), software_url="", always_use_relay=False,
-                 keep_alive=DEFAULT_KEEP_ALIVE, max_waiting=100_000):
+                 keep_alive=DEFAULT_KEEP_ALIVE, max_waiting=100_000,
+                 requests_per_ip=DEFAULT_REQUESTS_PER_IP,
+                 request_burst_per_connection=DEFAULT_REQUEST_BURST_PER_CONNECTION,
+                 announces_per_ip=DEFAULT_ANNOUNCES_PER_IP):
         self.registry = registry
         self.server_key = server_key
         self.relays = relays
@@ -160,6 +173,10 @@ class RendezvousServer:
         self.send_reply = None
         self.relay_announcer = None
         self.counters = {}
+        self.limits = LimitLog(self.log)
+        self.request_rates = SourceRates(requests_per_ip, 3 * requests_per_ip)
+        self.request_burst_per_connection = request_burst_per_connection
+        self.announce_rates = SourceRates(announces_per_ip / 60.0, announces_per_ip)
         self._signed, self._signed_by = {}, None
 
     def _count(self, name):
@@ -172,15 +189,19 @@ class RendezvousServer:
         # skips the protobuf parser and answers with cached bytes (PERF-NOTES.md).
         # data[1] == size - 2 < 0x80 holds for every such datagram (at most 129 bytes).
         if len(data) <= 129 and data[:1] == b"\x32":
-            fields = decode_register_peer(data)
-            if fields is not None:
-                self._register_peer(fields[0], fields[1], address)
+            decoded = decode_register_peer(data)
+            if decoded is not None:
+                self._register_peer(decoded[0], decoded[1], address)
                 return
         message = messages.parse(data)
         if message is None:
             self._count("udp_garbage")
             return
         kind = message.WhichOneof("union")
+        if kind is not None and fields.problem(kind, getattr(message, kind)) is not None:
+            # Counted, never logged: a UDP source may be forged, so it is no one to name.
+            self._count("udp_oversized")
+            return
         now = self.clock.seconds()
         if kind == "register_peer":
             self._register_peer(message.register_peer.id, message.register_peer.serial, address)
@@ -244,11 +265,22 @@ class RendezvousServer:
     def stream_message(self, channel, message):
         """Handle one message from a stream; return False when the connection should close."""
         kind = message.WhichOneof("union")
+        if kind is None:
+            return False
         now = self.clock.seconds()
+        problem = fields.problem(kind, getattr(message, kind))
+        if problem is not None:
+            self._count("stream_oversized")
+            self.limits.hit(now, "message-field-size", source_key(channel.key[0]), problem)
+            return False
         if kind == "punch_hole_request":
+            if not self._admit_request(channel, kind, now):
+                return False
             self._punch_hole_request(channel, message.punch_hole_request, now)
             return True
         if kind == "request_relay":
+            if not self._admit_request(channel, kind, now):
+                return False
             self._request_relay(channel, message.request_relay, now)
             return True
         if kind == "register_pk":
@@ -258,7 +290,7 @@ class RendezvousServer:
         elif kind == "local_addr":
             self._local_addr(message.local_addr)
         elif kind == "relay_response":
-            self._relay_response(message.relay_response)
+            self._relay_response(channel, message.relay_response)
         elif kind == "test_nat_request":
             self.test_nat(channel, message.test_nat_request, with_config=True)
         elif kind == "online_request":
@@ -334,10 +366,40 @@ class RendezvousServer:
         elif peer.address is not None and self.send_datagram is not None:
             self.send_datagram(message.SerializeToString(), peer.address)
 
+    def _admit_request(self, channel, kind, now):
+        """PunchHoleRequest / RequestRelay within their rates, per connection and per source.
+
+        A connection past its burst is closed; a source past its rate gets a
+        refusal the client shows (then the connection closes), so that a flood
+        costs counters, not lookups, notices to peers or log lines.
+        """
+        bucket = getattr(channel, "request_bucket", None)
+        if bucket is None:
+            burst = self.request_burst_per_connection
+            bucket = channel.request_bucket = [burst, now]
+        source = source_key(channel.key[0])
+        if not spend(bucket, 1.0, self.request_burst_per_connection, now):
+            self.limits.hit(now, "requests-per-connection", source,
+                            f"more than {self.request_burst_per_connection} in a burst")
+            return False
+        if self.request_rates.allow(source, now):
+            return True
+        self.limits.hit(now, "requests-per-ip", source, f"{self.request_rates.rate:g}/s")
+        self._park(channel)
+        if kind == "punch_hole_request":
+            refusal = messages.wrap("punch_hole_response",
+                                    PunchHoleResponse(other_failure=TOO_MANY_REQUESTS))
+        else:
+            refusal = messages.wrap("relay_response",
+                                    RelayResponse(refuse_reason=TOO_MANY_REQUESTS))
+        self.waiting.deliver(channel.key, refusal)
+        return False
+
     def _log_refusal(self, channel, target, outcome, kind):
-        log = self.log.warn if outcome == "LICENSE_MISMATCH" else self.log.info
-        log("{kind} {outcome} from {requester} to {target}", kind=kind, outcome=outcome,
-            requester=channel.key[0], target=target, event="punch_refused")
+        """Routine refusals are counted (and logged at debug); a wrong key is a warning."""
+        log = self.log.warn if outcome == "LICENSE_MISMATCH" else self.log.debug
+        log("{requester} {kind} {outcome} to {target}", kind=kind, outcome=outcome,
+            requester=channel.key[0], target=quoted(target), event="punch_refused")
         self._count(f"{kind}_{outcome}")
 
     def _park(self, channel):
@@ -384,10 +446,11 @@ class RendezvousServer:
                                                            nat_type=nat_type, relay_server=relay))
             outcome = "punch_hole"
         self._notify(peer, notice)
+        channel.expected_answer = (peer.id, None)
         self._count(f"punch_{outcome}")
-        self.log.info("punch {outcome} from {requester} to {target} relay {relay}",
-                      outcome=outcome, requester=requester_host, target=target, relay=relay,
-                      event="punch_forwarded")
+        self.log.debug("{requester} punch {outcome} to {target} relay {relay}",
+                       outcome=outcome, requester=requester_host, target=quoted(target),
+                       relay=quoted(relay), event="punch_forwarded")
 
     def _request_relay(self, channel, request, now):
         """A's RequestRelay (section 4.4 d2): forward to B with A's address."""
@@ -403,11 +466,17 @@ class RendezvousServer:
         request.socket_addr = addr_mangle.encode(channel.address, addr_mangle.timestamp(now))
         forwarded = RendezvousMessage()
         forwarded.request_relay.CopyFrom(request)
-        self._announce(request.uuid)
+        if forwarded.ByteSize() > fields.MAX_FORWARDED:
+            self._count("relay_oversized")
+            self.limits.hit(now, "message-field-size", source_key(channel.key[0]),
+                            f"request_relay of {forwarded.ByteSize()} bytes to forward")
+            return
         self._notify(peer, forwarded)
+        channel.expected_answer = (peer.id, request.uuid)
         self._count("relay_forwarded")
-        self.log.info("relay request {uuid} from {requester} to {target}", uuid=request.uuid,
-                      requester=channel.key[0], target=request.id, event="relay_forwarded")
+        self.log.debug("{requester} relay request {uuid} to {target}", uuid=quoted(request.uuid),
+                       requester=channel.key[0], target=quoted(request.id),
+                       event="relay_forwarded")
 
     def signed_pk(self, version, peer_id):
         """get_pk (section 6.1): the signed IdPk, or empty bytes when it cannot be signed."""
@@ -445,9 +514,10 @@ class RendezvousServer:
                                      relay_server=local.relay_server, is_local=True)
         self._deliver_answer(requester, messages.wrap("punch_hole_response", response), local.id)
 
-    def _relay_response(self, response):
+    def _relay_response(self, channel, response):
         """B's RelayResponse (section 4.4 d1 steps 1-4), forwarded with unknown fields kept."""
         requester = addr_mangle.normalize(addr_mangle.decode(response.socket_addr))
+        uuid = self._brokered_uuid(channel, requester, response)
         response.ClearField("socket_addr")
         if response.WhichOneof("union") == "id" and response.id:
             response.pk = self.signed_pk(response.version, response.id)
@@ -456,7 +526,8 @@ class RendezvousServer:
                 response.relay_server = self.lan.local_ip
             elif response.relay_server == self.lan.local_ip:
                 response.relay_server = self.relays.next()
-        self._announce(response.uuid)
+        if uuid is not None:
+            self.relay_announcer(uuid)
         forwarded = RendezvousMessage()
         forwarded.relay_response.CopyFrom(response)
         self._deliver_answer(requester, forwarded, "relay")
@@ -470,10 +541,43 @@ class RendezvousServer:
             self.log.debug("{kind} from {source} for {requester}: nobody waiting", kind=kind,
                            source=source, requester=requester, event="answer_unclaimed")
 
-    def _announce(self, uuid):
-        """Before the message that sends a client to the relay: hbbr must know the uuid first."""
-        if self.relay_announcer is not None and uuid:
-            self.relay_announcer(uuid)
+    def _brokered_uuid(self, channel, requester, response):
+        """The relay uuid this RelayResponse may announce to hbbr, or None.
+
+        Only B's answer to a request hbbs itself forwarded to B: the requester
+        is still waiting for it, the answer comes from B's address, and that
+        requester has announced fewer than its quota of uuids this minute.
+        The uuid is A's (RequestRelay, section 4.4 d2) or B's (d1).  Anything
+        else is still forwarded, as the official server does, but the relay
+        will not pair it.
+        """
+        if self.relay_announcer is None:
+            return None
+        now = self.clock.seconds()
+        waiting = self.waiting.channels.get(requester)
+        expected = getattr(waiting, "expected_answer", None)
+        uuid, reason = None, None
+        if expected is None:
+            reason = "answers no request forwarded to its sender"
+        else:
+            target, uuid = expected
+            peer = self.registry.get(target)
+            if response.WhichOneof("union") == "id" and response.id != target:
+                reason = "names another peer than the one asked"
+            elif peer is None or channel.key[0] != peer.ip:
+                reason = f"comes from another address than {quoted(target)}'s"
+            elif uuid is None:
+                uuid = response.uuid
+                reason = None if uuid else "carries no uuid"
+        if reason is None and not self.announce_rates.allow(source_key(requester[0]), now):
+            reason = f"requester {requester[0]} is over its relay uuid quota"
+        if reason is not None:
+            self._count("relay_response_not_announced")
+            self.limits.hit(now, "relay-response-not-announced", source_key(channel.key[0]),
+                            reason)
+            return None
+        waiting.expected_answer = None
+        return uuid
 
     # Also served on TCP 21115
 
