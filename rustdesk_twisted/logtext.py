@@ -75,6 +75,10 @@ class LimitLog:
         self._lines = 0
         self._left_out = 0
 
+    def count(self, limit):
+        """Count a hit of ``limit`` without a line: for sources that may be forged."""
+        self.hits[limit] = self.hits.get(limit, 0) + 1
+
     def hit(self, now, limit, source, detail=""):
         """Count a hit of ``limit`` by ``source`` (a source key or address) and maybe log it."""
         self.hits[limit] = self.hits.get(limit, 0) + 1

@@ -21,7 +21,7 @@ from twisted.trial import unittest
 
 from rustdesk_twisted.wire import keys, messages
 from rustdesk_twisted.wire.announce import announcement
-from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPeer, RegisterPk
+from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPeer, RegisterPk, RelayResponse
 
 from .livesupport import DatagramClient, FramedClient, free_port_block, start_twistd, stop_twistd
 from .test_combined_live import _RelayClient
@@ -115,7 +115,13 @@ class AnnounceLiveTests(unittest.TestCase):
             TCP4ClientEndpoint(reactor, "127.0.0.1", port), FramedClient())
         requester.send(messages.wrap("request_relay", id=PEER_ID, uuid="live-uuid",
                                      relay_server=f"127.0.0.1:{relay_port}"))
-        yield peer.next("request_relay")
+        notice = yield peer.next("request_relay")
+        answer = yield connectProtocol(TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port, bindAddress=(PEER_HOST, 0)), FramedClient())
+        yield answer.message(1)
+        answer.send(messages.wrap("relay_response", RelayResponse(
+            socket_addr=notice.request_relay.socket_addr, version="1.4.9")))
+        self.assertEqual((yield requester.message(2)).relay_response.refuse_reason, "")
         licence = keys.b64(secret[32:])
         relay = TCP4ClientEndpoint(reactor, "127.0.0.1", relay_port)
         b = yield connectProtocol(relay, _RelayClient("live-uuid", licence, 5))

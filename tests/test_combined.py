@@ -128,6 +128,13 @@ class CombinedServiceTests(TestCase):
                                      relay_server="127.0.0.1"))
         pump.flush()
         self.assertEqual(notices[-1].request_relay.uuid, "brokered-uuid")
+        answerer = FramedClient()
+        answer_pump = self.connect(PORT, answerer, B_ADDRESS[0])
+        answerer.send(messages.wrap("relay_response", id=B_ID, uuid="brokered-uuid",
+                                    socket_addr=notices[-1].request_relay.socket_addr,
+                                    relay_server="127.0.0.1"))
+        answer_pump.flush()
+        pump.flush()
 
         def relay_client(uuid):
             client = TcpPeer()

@@ -14,7 +14,8 @@ from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import RendezvousServer
 from rustdesk_twisted.hbbs.store import PeerStore
-from rustdesk_twisted.hbbs.streams import ConnectionLimits, RendezvousTCPFactory
+from rustdesk_twisted.admission import ConnectionLimits
+from rustdesk_twisted.hbbs.streams import RendezvousTCPFactory
 from rustdesk_twisted.wire import keys, messages
 from rustdesk_twisted.wire.framing import encode_frame
 from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPk
@@ -129,7 +130,8 @@ class StreamTests(unittest.SynchronousTestCase):
     def test_flood_of_silent_connections(self):
         """Connections that never speak are capped per IP and all closed after 30 s."""
         factory = RendezvousTCPFactory(self.server, self.clock,
-                                       limits=ConnectionLimits(max_total=1000, max_per_ip=100))
+                                       limits=ConnectionLimits(self.clock, max_total=1000,
+                                                               max_per_ip=100))
         opened = []
         for i in range(150):
             protocol, transport = connect(factory, "198.51.100.50", 10000 + i)
@@ -142,7 +144,7 @@ class StreamTests(unittest.SynchronousTestCase):
         for protocol, _ in opened:
             protocol.connectionLost(None)
         self.assertEqual(factory.limits.total, 0)
-        self.assertEqual(factory.limits.per_ip, {})
+        self.assertEqual(factory.limits.per_source, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 

@@ -23,7 +23,8 @@ from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.logtext import quoted
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import LanRules, RendezvousServer
-from rustdesk_twisted.hbbs.streams import ConnectionLimits, NatTestTCP, RendezvousTCPFactory
+from rustdesk_twisted.admission import ConnectionLimits
+from rustdesk_twisted.hbbs.streams import NatTestTCP, RendezvousTCPFactory
 from rustdesk_twisted.hbbs.udp import RendezvousUDP
 from rustdesk_twisted.hbbs.websocket import RendezvousWebSocketFactory
 from rustdesk_twisted.wire import addr_mangle, keys, messages, secure
@@ -84,7 +85,7 @@ class Hbbs:
                                        **server_options)
         self.host = network.add_host(SERVER_IP, dual_stack=dual_stack)
         self.udp = self.host.bind_udp(RendezvousUDP(self.server), 21116)
-        limits = ConnectionLimits()
+        limits = ConnectionLimits(clock)
         self.tcp = RendezvousTCPFactory(self.server, clock, offer_secure=offer_secure,
                                         limits=limits)
         self.host.listen_tcp(21116, self.tcp)

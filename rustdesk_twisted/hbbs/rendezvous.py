@@ -34,7 +34,7 @@ Failure = PunchHoleResponse.Failure
 DEFAULT_KEEP_ALIVE = 30
 # PunchHoleRequest + RequestRelay: per source, per second on average (bursts of three
 # seconds' worth); per connection, a burst (a client tries three times) then one a second.
-DEFAULT_REQUESTS_PER_IP = 20.0
+DEFAULT_REQUESTS_PER_IP = 20
 DEFAULT_REQUEST_BURST_PER_CONNECTION = 3
 # Relay uuids announced to hbbr per requesting source and minute (USERS.md 1.12).
 DEFAULT_ANNOUNCES_PER_IP = 60
@@ -200,7 +200,7 @@ class RendezvousServer:
         kind = message.WhichOneof("union")
         if kind is not None and fields.problem(kind, getattr(message, kind)) is not None:
             # Counted, never logged: a UDP source may be forged, so it is no one to name.
-            self._count("udp_oversized")
+            self.limits.count("udp-message-field-size")
             return
         now = self.clock.seconds()
         if kind == "register_peer":

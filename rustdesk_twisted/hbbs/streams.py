@@ -12,6 +12,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ..admission import ConnectionLimits
 from ..wire import addr_mangle, messages, secure
 from ..wire.framing import FrameDecoder, FrameTooLarge, encode_frame
 from ..wire.rendezvous_pb2 import KeyExchange
@@ -187,38 +188,6 @@ class RendezvousTCP(Protocol):
         self.factory.connection_closed(self)
 
 
-class ConnectionLimits:
-    """Caps on simultaneous connections, in total and per source IP."""
-
-    log = Logger()
-
-    def __init__(self, max_total=65_536, max_per_ip=256):
-        self.max_total = max_total
-        self.max_per_ip = max_per_ip
-        self.per_ip = {}
-        self.total = 0
-        self.refused = 0
-
-    def admit(self, host):
-        count = self.per_ip.get(host, 0)
-        if self.total >= self.max_total or count >= self.max_per_ip:
-            self.refused += 1
-            self.log.warn("refusing connection from {ip}: {count} open from it, {total} in all",
-                          ip=host, count=count, total=self.total, event="connection_refused")
-            return False
-        self.per_ip[host] = count + 1
-        self.total += 1
-        return True
-
-    def release(self, host):
-        count = self.per_ip.get(host, 0) - 1
-        if count > 0:
-            self.per_ip[host] = count
-        else:
-            self.per_ip.pop(host, None)
-        self.total -= 1
-
-
 class RendezvousTCPFactory(Factory):
     """Builds TCP 21116 protocols; ``offer_secure`` sends the KeyExchange on accept."""
 
@@ -230,7 +199,7 @@ class RendezvousTCPFactory(Factory):
         self.clock = clock
         self.max_frame = max_frame
         self.offer_secure = offer_secure
-        self.limits = limits if limits is not None else ConnectionLimits()
+        self.limits = limits if limits is not None else ConnectionLimits(clock)
         self.protocol_class = protocol_class
         self._handshakes = None
 

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .. import __version__, adminweb, logs
+from ..admission import ConnectionLimits
 from ..config import ConfigError, layered_settings
 from ..startup import ExitOnStartupError
 from ..wire import keys as keyfiles
@@ -29,11 +30,17 @@ from .console import HbbsConsole, console_factory
 from .limits import IpBlocker
 from .registry import PeerRegistry
 from .relays import RelayHealthCheck, RelayRotation, parse_relay_list, with_default_port
-from .rendezvous import DEFAULT_KEEP_ALIVE, LanRules, RendezvousServer
+from .rendezvous import (
+    DEFAULT_ANNOUNCES_PER_IP,
+    DEFAULT_KEEP_ALIVE,
+    DEFAULT_REQUEST_BURST_PER_CONNECTION,
+    DEFAULT_REQUESTS_PER_IP,
+    LanRules,
+    RendezvousServer,
+)
 from .store import PeerStore
 from .streams import (
     DEFAULT_MAX_FRAME,
-    ConnectionLimits,
     NatTestTCP,
     RendezvousTCPFactory,
 )
@@ -85,6 +92,14 @@ OPTIONS = [
     ("max-peers", None, "MAX-PEERS", "Bound of the peer table (default 4000000)."),
     ("max-connections-per-ip", None, "MAX-CONNECTIONS-PER-IP",
      "Simultaneous TCP/WebSocket connections per IP (default 256)."),
+    ("requests-per-ip", None, "REQUESTS-PER-IP",
+     "PunchHoleRequest/RequestRelay per second from one IP (IPv6: one /64), bursts of three "
+     "times that, before TOO_MANY_REQUESTS (default 20)."),
+    ("request-burst-per-connection", None, "REQUEST-BURST-PER-CONNECTION",
+     "PunchHoleRequest/RequestRelay one TCP/WebSocket connection may send at once, then one "
+     "per second; past it the connection is closed (default 3)."),
+    ("relay-announces-per-ip", None, "RELAY-ANNOUNCES-PER-IP",
+     "Relay uuids one requester IP may have announced to the relays per minute (default 60)."),
     ("key-file", None, "KEY-FILE", "File holding the KEY value, so a secret stays off the "
                                    "command line (any NAME_FILE works the same way)."),
     ("admin", None, "ADMIN", "Endpoint of the admin HTTP listener (/healthz, /readyz, /metrics, "
@@ -159,6 +174,12 @@ class HbbsConfig:
         self.ip_limit_exempt = _split(settings.get("IP-LIMIT-EXEMPT"))
         self.max_peers = settings.integer("MAX-PEERS", 4_000_000, minimum=1)
         self.max_per_ip = settings.integer("MAX-CONNECTIONS-PER-IP", 256, minimum=1)
+        self.requests_per_ip = settings.integer("REQUESTS-PER-IP", DEFAULT_REQUESTS_PER_IP,
+                                                minimum=1)
+        self.request_burst = settings.integer("REQUEST-BURST-PER-CONNECTION",
+                                              DEFAULT_REQUEST_BURST_PER_CONNECTION, minimum=1)
+        self.announces_per_ip = settings.integer("RELAY-ANNOUNCES-PER-IP",
+                                                 DEFAULT_ANNOUNCES_PER_IP, minimum=1)
         self.loopback_console = settings.flag("LOOPBACK-CONSOLE")
         proxies = settings.get("TRUSTED-PROXIES")
         try:
@@ -254,7 +275,9 @@ class HbbsService(service.MultiService):
             registry, server_key, relays, self.reactor, LanRules(config.mask, local_ip),
             serial=config.serial, rendezvous_servers=config.rendezvous_servers,
             software_url=config.software_url, always_use_relay=config.always_use_relay,
-            keep_alive=config.keep_alive)
+            keep_alive=config.keep_alive, requests_per_ip=config.requests_per_ip,
+            request_burst_per_connection=config.request_burst,
+            announces_per_ip=config.announces_per_ip)
         if config.relay_announce:
             self._announce_to_relays(server_key)
         self._build_listeners()
@@ -304,7 +327,7 @@ class HbbsService(service.MultiService):
 
     def _build_listeners(self):
         config, server, reactor = self.config, self.server, self.reactor
-        limits = ConnectionLimits(max_per_ip=config.max_per_ip)
+        limits = ConnectionLimits(reactor, max_per_ip=config.max_per_ip)
         console = console_factory(HbbsConsole(server), reactor)
         nat = RendezvousTCPFactory(server, reactor, config.max_frame, offer_secure=False,
                                    limits=limits, protocol_class=NatTestTCP)
