@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .config import ConfigError
+from .listeners import unix_socket_in
 from .startup import exit_on_startup_error
 from .hbbr import tap as hbbr_tap
 from .hbbr.announce import AllowedUuids
@@ -58,10 +59,6 @@ class Options(usage.Options):
                 raise usage.UsageError(f"invalid relay port {self['relay-port']!r}") from None
 
 
-def _unix(directory, name):
-    return "unix:" + os.path.join(directory, name).replace(":", "\\:") + ":mode=600:lockfile=1"
-
-
 def hbbs_options(options):
     parsed = hbbs_tap.Options()
     argv = []
@@ -77,7 +74,7 @@ def hbbr_options(options, config):
     relay_port = options["relay-port"] if options["relay-port"] is not None else config.port + 1
     argv = ["--directory", config.data_dir, "--port", str(relay_port),
             "--key", "-" if config.key_option is None else config.key_option,
-            "--console", options["relay-console"] or _unix(config.data_dir, "hbbr-console.sock")]
+            "--console", options["relay-console"] or unix_socket_in(config.data_dir, "hbbr-console.sock")]
     if config.bind:
         argv += ["--bind", config.bind]
     parsed = hbbr_tap.Options()

@@ -82,14 +82,23 @@ class ServiceTests(SynchronousTestCase):
         self.assertIn("no licence key", text)
         self.assertIn("bandwidth: single 64Mb/s, total 1024Mb/s", text)
 
-    def test_cli_overrides_env_and_default_console_is_unix(self):
+    def test_cli_overrides_env_and_default_console_is_unix_in_data_dir(self):
         with open(os.path.join(self.directory, ".env"), "w") as f:
             f.write("PORT=31000\n")
         reactor, _ = self.start("-p", "32000", "-b", "127.0.0.1")
         self.assertEqual(sorted((p, i) for p, _, _, i in reactor.tcpServers),
                          [(32000, "127.0.0.1"), (32002, "127.0.0.1"), (32004, "127.0.0.1")])
-        [(path, _, _, _, _)] = [u[:5] for u in reactor.unixServers]
-        self.assertEqual(path, "hbbr-console.sock")
+        [(path, _, _, mode, locked)] = [u[:5] for u in reactor.unixServers]
+        self.assertEqual((path, mode, locked),
+                         (os.path.join(self.directory, "hbbr-console.sock"), 0o600, True))
+
+    def test_console_given_without_mode_is_owner_only(self):
+        for given, mode in (("unix:c.sock", 0o600), ("unix:c.sock:mode=666", 0o600),
+                            ("unix:c.sock:mode=640", 0o600), ("unix:c.sock:mode=400", 0o400)):
+            reactor, service = self.start("--console", given)
+            [(_, _, _, got)] = [u[:4] for u in reactor.unixServers]
+            self.assertEqual(got, mode, given)
+            service.stopService()
 
     def test_key_fingerprint_in_banner(self):
         secret = generate_keypair(self.directory)

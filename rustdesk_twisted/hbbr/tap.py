@@ -14,12 +14,12 @@ import socket
 from nacl.signing import VerifyKey
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
 from .. import __version__, adminweb, logs
 from ..config import ConfigError, Settings, read_env_file
+from ..listeners import server_endpoint, unix_socket_in
 from ..startup import ExitOnStartupError
 from ..wire.announce import DEFAULT_SKEW, KEEPALIVE_INTERVAL
 from ..wire.websocket import TrustedProxies
@@ -59,8 +59,9 @@ class Options(usage.Options):
         ["key", "k", None, "licence key clients must send: '' none, '-' key files, or a key"],
         ["relay", None, None, "endpoint string for the TCP relay listener (overrides -p/-b)"],
         ["websocket", None, None, "endpoint string for the WebSocket listener, or 'off'"],
-        ["console", None, "unix:hbbr-console.sock",
-         "endpoint string for the admin console, or 'off'"],
+        ["console", None, None,
+         "endpoint string for the admin console, or 'off' (default "
+         "unix:DATA_DIR/hbbr-console.sock); a Unix socket is never wider than 0600"],
         ["announce-endpoint", None, None,
          "endpoint string for hbbs announcements; when set, only announced uuids pair. They "
          "are checked with hbbs's public key: -k KEY, else id_ed25519.pub"],
@@ -225,9 +226,9 @@ class HbbrService(MultiService):
         if websocket != "off":
             listeners.append(("websocket", with_backlog(websocket),
                               relay_site(relay, options["trusted-proxies"], self.reactor)))
-        if options["console"] and options["console"] != "off":
-            listeners.append(("console", with_backlog(options["console"]),
-                              console_factory(relay)))
+        console = options["console"] or unix_socket_in(directory, "hbbr-console.sock")
+        if console != "off":
+            listeners.append(("console", with_backlog(console), console_factory(relay)))
         admin = options["admin"] or adminweb.default_endpoint(relay_port)
         if admin != "off":
             token = options["admin-token"] or settings.get("ADMIN-TOKEN") or None
@@ -241,7 +242,7 @@ class HbbrService(MultiService):
                                               options["announce-first-line-timeout"],
                                               options["announce-idle-timeout"])))
         for name, description, factory in listeners:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = server_endpoint(self.reactor, description)
             child = StreamServerEndpointService(endpoint, factory)
             child._raiseSynchronously = True
             child.setName(name)

@@ -13,7 +13,7 @@ import socket
 
 from twisted.application import internet, service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import HostnameEndpoint, serverFromString
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python import usage
@@ -21,6 +21,7 @@ from twisted.python import usage
 from .. import __version__, adminweb, logs
 from ..admission import ConnectionLimits
 from ..config import ConfigError, layered_settings
+from ..listeners import server_endpoint, unix_socket_in
 from ..startup import ExitOnStartupError
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
@@ -77,7 +78,9 @@ OPTIONS = [
     ("listen-udp", None, "LISTEN-UDP", "[address:]port for UDP registration (default PORT)."),
     ("listen-nat", None, "LISTEN-NAT", "Endpoint for the NAT test / online query (default tcp:PORT-1)."),
     ("listen-ws", None, "LISTEN-WS", "Endpoint for WebSocket rendezvous (default tcp:PORT+2)."),
-    ("console", None, "CONSOLE", "Endpoint of the admin console (default unix:hbbs-console.sock)."),
+    ("console", None, "CONSOLE", "Endpoint of the admin console (default "
+                                 "unix:DATA_DIR/hbbs-console.sock); a Unix socket is never "
+                                 "wider than 0600."),
     ("loopback-console", None, "LOOPBACK-CONSOLE",
      "Y: also treat loopback peers on PORT-1 as console clients, as the official server does."),
     ("trusted-proxies", None, "TRUSTED-PROXIES",
@@ -192,8 +195,8 @@ class HbbsConfig:
         self.tcp_endpoint = settings.get("LISTEN-TCP") or self._tcp(self.port, interface)
         self.nat_endpoint = settings.get("LISTEN-NAT") or self._tcp(self.port - 1, interface)
         self.ws_endpoint = settings.get("LISTEN-WS") or self._tcp(self.port + 2, interface)
-        self.console_endpoint = settings.get("CONSOLE") or "unix:" + os.path.join(
-            self.data_dir, "hbbs-console.sock").replace(":", "\\:") + ":mode=600:lockfile=1"
+        self.console_endpoint = settings.get("CONSOLE") or unix_socket_in(self.data_dir,
+                                                                          "hbbs-console.sock")
         self.admin_endpoint = settings.get("ADMIN") or adminweb.default_endpoint(self.port)
         self.admin_token = settings.get("ADMIN-TOKEN") or None
         self.admin_warning = adminweb.check_exposure(self.admin_endpoint, self.admin_token)
@@ -346,7 +349,7 @@ class HbbsService(service.MultiService):
                 self, _RelayProbe(reactor), reactor, config.admin_token)))
         for description, factory in listeners:
             try:
-                endpoint = serverFromString(reactor, description)
+                endpoint = server_endpoint(reactor, description)
             except ValueError as e:
                 raise ConfigError(f"invalid endpoint {description!r}: {e}") from None
             listener = StreamServerEndpointService(endpoint, factory)
