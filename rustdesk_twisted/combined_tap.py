@@ -9,6 +9,7 @@ hbbr's allow table, and hbbr pairs nothing else (USERS.md 1.12).
 """
 
 import os
+import resource
 
 from twisted.application.service import MultiService
 from twisted.logger import Logger
@@ -18,9 +19,15 @@ from .config import ConfigError
 from .listeners import unix_socket_in
 from .startup import exit_on_startup_error
 from .hbbr import tap as hbbr_tap
+from .admission import DescriptorBudget
 from .hbbr.announce import AllowedUuids
+from .hbbr.server import MAX_CONNECTIONS_PER_IP
 from .hbbs import tap as hbbs_tap
 from .wire import keys
+
+
+HBBS_SHARE = 4
+RELAY_PASSED_ON = ("max-connections-per-ip", "max-connections")
 
 
 class Options(usage.Options):
@@ -45,6 +52,13 @@ class Options(usage.Options):
                                 "unix:DATA_DIR/hbbs-console.sock)"],
         ["relay-console", None, None, "endpoint of the hbbr console, or 'off' (default "
                                       "unix:DATA_DIR/hbbr-console.sock)"],
+        ["relay-max-connections-per-ip", None, None, "hbbr's --max-connections-per-ip "
+                                                     f"(default {MAX_CONNECTIONS_PER_IP})"],
+        ["relay-max-connections", None, None, "hbbr's --max-connections (default: what the "
+                                              "descriptors left to hbbr allow)"],
+        ["hbbs-descriptors", None, None, "descriptors kept for hbbs's connections however "
+                                         "busy the relay is (default a quarter of the "
+                                         "descriptor budget)", int],
     ]
     optFlags = [
         ["announced-only", None, "hbbr pairs only relay uuids this hbbs brokered in the last "
@@ -52,6 +66,8 @@ class Options(usage.Options):
     ]
 
     def postOptions(self):
+        if self["hbbs-descriptors"] is not None and self["hbbs-descriptors"] < 0:
+            raise usage.UsageError("--hbbs-descriptors must not be negative")
         if self["relay-port"] is not None:
             try:
                 self["relay-port"] = int(self["relay-port"])
@@ -77,6 +93,9 @@ def hbbr_options(options, config):
             "--console", options["relay-console"] or unix_socket_in(config.data_dir, "hbbr-console.sock")]
     if config.bind:
         argv += ["--bind", config.bind]
+    for name in RELAY_PASSED_ON:
+        if options["relay-" + name] is not None:
+            argv += ["--" + name, options["relay-" + name]]
     parsed = hbbr_tap.Options()
     parsed.parseOptions(argv)
     return parsed
@@ -97,19 +116,29 @@ class LocalAnnouncer:
 
 
 class CombinedService(MultiService):
-    """hbbs, then hbbr; errors at start become one line and exit status 1."""
+    """hbbs, then hbbr; errors at start become one line and exit status 1.
+
+    Both draw their connections from one descriptor budget, sized at start,
+    of which ``hbbs_descriptors`` (default a quarter) stay free for hbbs.
+    """
 
     log = Logger()
 
-    def __init__(self, hbbs, hbbr, reactor):
+    def __init__(self, hbbs, hbbr, reactor, hbbs_descriptors=None, rlimits=resource):
         super().__init__()
         self.hbbs = hbbs
         self.hbbr = hbbr
         self.reactor = reactor
+        self.hbbs_descriptors = hbbs_descriptors
+        self.rlimits = rlimits
         hbbs.setServiceParent(self)
         hbbr.setServiceParent(self)
 
     def startService(self):
+        share = self.hbbs.descriptors
+        share.budget.open(self.rlimits)
+        share.guaranteed = (self.hbbs_descriptors if self.hbbs_descriptors is not None
+                            else share.budget.total // HBBS_SHARE)
         exit_on_startup_error("rustdesk-server", super().startService)
         server, allowed = self.hbbs.server, self.hbbr.allowed
         if allowed is not None:
@@ -117,10 +146,11 @@ class CombinedService(MultiService):
                                                     then=server.relay_announcer)
         public = server.server_key.public_key
         self.log.info("hbbs and hbbr share {directory} and key {fingerprint}; relay pairs "
-                      "{which} uuids", directory=os.path.abspath(self.hbbs.config.data_dir),
+                      "{which} uuids; {kept} of {total} connection descriptors kept for hbbs",
+                      directory=os.path.abspath(self.hbbs.config.data_dir),
                       fingerprint=keys.fingerprint(public) if public is not None else "(none)",
                       which="only announced" if allowed is not None else "any",
-                      event="combined_ready")
+                      kept=share.guaranteed, total=share.budget.total, event="combined_ready")
 
 
 def makeService(options, reactor=None):
@@ -132,5 +162,8 @@ def makeService(options, reactor=None):
     except (ConfigError, usage.UsageError) as e:
         raise SystemExit(f"rustdesk-server: {e}")
     allowed = AllowedUuids() if options["announced-only"] else None
-    return CombinedService(hbbs_tap.HbbsService(config, reactor),
-                           hbbr_tap.HbbrService(relay, reactor, allowed=allowed), reactor)
+    budget = DescriptorBudget()
+    return CombinedService(
+        hbbs_tap.HbbsService(config, reactor, descriptors=budget.share("hbbs")),
+        hbbr_tap.HbbrService(relay, reactor, allowed=allowed, descriptors=budget.share("hbbr")),
+        reactor, options["hbbs-descriptors"])

@@ -141,6 +141,23 @@ class HbbrCollector:
                    if name.startswith("refused_")]
         yield _counter("rustdesk_hbbr_refused", "Connections refused, by reason (licence key "
                        "mismatch is an authentication failure).", ["reason"], refused)
+        hits = {}
+        for limits in (relay.limits, self.service.announce_limits):
+            if limits is not None:
+                for name, value in limits.limit_log.hits.items():
+                    hits[name] = hits.get(name, 0) + value
+        yield _counter("rustdesk_hbbr_limit_hits", "Connections refused at accept, by limit "
+                       "(each is logged once per source and minute).", ["limit"],
+                       (((name,), hits[name]) for name in sorted(hits)))
+        yield _gauge("rustdesk_hbbr_connections_open", "Relay connections (TCP and WebSocket) "
+                     "open, counted from accept.", relay.limits.total)
+        budget = relay.limits.budget
+        if budget is not None:
+            yield _gauge("rustdesk_hbbr_descriptors_used", "Descriptors this relay's "
+                         "connections hold.", budget.used)
+            yield _gauge("rustdesk_hbbr_descriptors_budget", "Descriptors all connections of "
+                         "this process may hold (the descriptor limit minus a reserve).",
+                         budget.budget.total)
         gate = self.service.announce_gate
         if gate is not None:
             counts = gate.counts

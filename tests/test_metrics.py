@@ -13,6 +13,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustdesk_twisted import adminweb, logs, metrics
+from rustdesk_twisted.admission import ConnectionLimits, DescriptorBudget
 from rustdesk_twisted.config import ConfigError
 from rustdesk_twisted.hbbr.announce import AllowedUuids, AnnounceGate
 from rustdesk_twisted.hbbr.server import RelayServer
@@ -45,6 +46,7 @@ class _Store:
 
 class _Service:
     announce_gate = None
+    announce_limits = None
 
     def __init__(self, server, store):
         self.server = server
@@ -163,6 +165,28 @@ class HbbrCollectorTests(SynchronousTestCase):
                                  (("reason", "licence_key_mismatch"),))], 1)
         self.assertNotIn(("rustdesk_hbbr_announce_lines_total", (("result", "accepted"),)),
                          values)
+
+    def test_connection_limits_and_descriptors(self):
+        clock = Clock()
+        budget = DescriptorBudget()
+        budget.total = 10
+        service = _Service(None, None)
+        service.relay = RelayServer(clock, limits=ConnectionLimits(
+            clock, max_per_ip=2, budget=budget.share("hbbr"), cost=3))
+        service.announce_limits = ConnectionLimits(clock, max_per_ip=1,
+                                                   name="announce-connections-per-ip")
+        for host in ("192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            service.relay.admit(host)
+        service.announce_limits.admit("192.0.2.9")
+        service.announce_limits.admit("192.0.2.9")
+        values = scrape(metrics.HbbrCollector(service))
+        hits = {labels[0][1]: value for (name, labels), value in values.items()
+                if name == "rustdesk_hbbr_limit_hits_total"}
+        self.assertEqual(hits, {"connections-per-ip": 1, "descriptors": 1,
+                                "announce-connections-per-ip": 1})
+        self.assertEqual(values[("rustdesk_hbbr_connections_open", ())], 3)
+        self.assertEqual(values[("rustdesk_hbbr_descriptors_used", ())], 9)
+        self.assertEqual(values[("rustdesk_hbbr_descriptors_budget", ())], 10)
 
     def test_announce_channel(self):
         service = _Service(None, None)

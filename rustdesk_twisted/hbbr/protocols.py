@@ -12,6 +12,7 @@ from wsproto.utilities import LocalProtocolError
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 
+from ..admission import AdmittedFactory
 from ..wire.framing import FrameDecoder, FrameTooLarge, encode_header
 from ..wire.messages import parse
 from ..wire.websocket import client_address, size_guard, websocket_site
@@ -155,19 +156,26 @@ class TcpRelayProtocol(Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason):
+        self.server.release(self.limit_host)
         self.server.lost(self, _describe(reason))
 
 
 class TcpRelayFactory(Factory):
+    """Counts connections itself rather than through a wrapper: a wrapped transport would
+    keep raw pairs off the splice path."""
+
     noisy = False
 
     def __init__(self, server):
         self.server = server
 
     def buildProtocol(self, addr):
-        if not self.server.admit(getattr(addr, "host", "")):
+        host = getattr(addr, "host", "")
+        if not self.server.admit(host):
             return None
-        return TcpRelayProtocol(self.server)
+        protocol = TcpRelayProtocol(self.server)
+        protocol.limit_host = host
+        return protocol
 
 
 class WsRelayProtocol:
@@ -294,6 +302,7 @@ class WsRelayFactory:
 
 
 def relay_site(server, trusted, reactor=None):
-    """The WebSocket listener; refuses blocklisted TCP peers before any HTTP."""
-    return websocket_site(WsRelayFactory(server, trusted), RELAY_FRAME_MAX, reactor,
-                          admit=server.admit)
+    """The WebSocket listener; refuses blocklisted TCP peers before any HTTP, and counts
+    connections per source from accept."""
+    return AdmittedFactory(websocket_site(WsRelayFactory(server, trusted), RELAY_FRAME_MAX,
+                                          reactor), server)

@@ -8,6 +8,7 @@ clock only, so tests drive every timeout with ``task.Clock``.
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ..admission import ConnectionLimits
 from ..wire.addr_mangle import try_into_v4
 from ..wire.messages import kind
 from .bandwidth import BandwidthPolicy, Limiter, SessionMeter, mbit_text
@@ -21,6 +22,10 @@ MAX_PENDING = 100_000
 MAX_HELD = 10_000
 ANNOUNCE_GRACE = 5.0
 SWEEP_INTERVAL = 1.0
+# A session is two connections, and one address may be a carrier-grade NAT or
+# an office: 1024 is 512 sessions with both ends behind it, far more than a
+# few hosts need and far less than the descriptors one source could take.
+MAX_CONNECTIONS_PER_IP = 1024
 
 
 def _peer(side):
@@ -34,7 +39,7 @@ class RelayServer:
 
     def __init__(self, clock, licence="", policy=None, blacklist=None, blocklist=None,
                  allowed=None, splicer=None, max_pending=MAX_PENDING,
-                 idle_timeout=IDLE_TIMEOUT):
+                 idle_timeout=IDLE_TIMEOUT, limits=None):
         self.clock = clock
         self.licence = licence
         self.policy = policy if policy is not None else BandwidthPolicy()
@@ -43,6 +48,8 @@ class RelayServer:
         self.allowed = allowed
         self.splicer = splicer
         self.idle_timeout = idle_timeout
+        self.limits = limits if limits is not None else ConnectionLimits(
+            clock, max_per_ip=MAX_CONNECTIONS_PER_IP)
         self.pending = PendingTable(max_pending)
         self.total_limiter = Limiter(self.policy.total_limiter_rate())
         self.sessions = set()
@@ -74,12 +81,16 @@ class RelayServer:
         self.total_limiter.rate = self.policy.total_limiter_rate()
 
     def admit(self, host):
-        """The accept-time blocklist check, on the TCP peer even for WebSocket."""
+        """The accept-time blocklist check and connection count, on the TCP peer even for
+        WebSocket; every True is followed by one :meth:`release` when the connection closes."""
         if self.blocklist.matches(host):
             self.log.info("refused {host}: blocklisted", event="refused", host=host,
                           reason="blocklisted")
             return False
-        return True
+        return self.limits.admit(host)
+
+    def release(self, host):
+        self.limits.release(host)
 
     def connected(self, side):
         self._handshaking[side] = self.clock.seconds() + FIRST_MESSAGE_TIMEOUT

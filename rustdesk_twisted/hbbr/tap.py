@@ -9,6 +9,7 @@ import base64
 import binascii
 import ipaddress
 import os
+import resource
 import socket
 
 from nacl.signing import VerifyKey
@@ -18,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .. import __version__, adminweb, logs
+from ..admission import AdmittedFactory, ConnectionLimits, DescriptorBudget
 from ..config import ConfigError, Settings, read_env_file
 from ..listeners import server_endpoint, unix_socket_in
 from ..startup import ExitOnStartupError
@@ -41,10 +43,14 @@ from .bandwidth import BandwidthPolicy
 from .console import console_factory
 from .lists import AddressList
 from .protocols import TcpRelayFactory, relay_site
-from .server import RelayServer
+from .server import MAX_CONNECTIONS_PER_IP, RelayServer
 
 DEFAULT_PORT = 21117
 BACKLOG = 1024
+ANNOUNCE_CONNECTIONS_PER_IP = 16
+# A raw pair relayed by splice holds one pipe (two descriptors) per direction:
+# two more descriptors for each of its two connections.
+SPLICED_CONNECTION_DESCRIPTORS = 3
 ENV_FILE_KEYS = {"PORT", "BIND", "KEY", "SINGLE-BANDWIDTH", "TOTAL-BANDWIDTH", "LIMIT-SPEED",
                  "DOWNGRADE-THRESHOLD", "DOWNGRADE-START-CHECK", "THROTTLE"}
 
@@ -72,6 +78,14 @@ class Options(usage.Options):
         ["announce-idle-timeout", None, IDLE_TIMEOUT,
          f"seconds of silence after which an announce connection is closed (more than "
          f"hbbs's {KEEPALIVE_INTERVAL:g} s keepalive)", float],
+        ["max-connections-per-ip", None, MAX_CONNECTIONS_PER_IP,
+         "relay connections (TCP and WebSocket, counted from accept) one IP, or one IPv6 /64, "
+         "may hold open; a session is two", int],
+        ["max-connections", None, None,
+         "relay connections open at once in all (default: what the descriptor limit allows, "
+         "see the startup banner)", int],
+        ["announce-max-connections-per-ip", None, ANNOUNCE_CONNECTIONS_PER_IP,
+         "connections one IP may hold open to --announce-endpoint", int],
         ["trusted-proxies", None, "127.0.0.0/8,::1",
          "comma-separated CIDRs whose X-Real-IP/X-Forwarded-For headers are believed"],
         ["data-dir", None, None, "directory shared with hbbs: .env, id_ed25519 and list "
@@ -108,6 +122,10 @@ class Options(usage.Options):
             self["trusted-proxies"] = TrustedProxies(self["trusted-proxies"].split(","))
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxies: {e}") from None
+        for name in ("max-connections-per-ip", "max-connections",
+                     "announce-max-connections-per-ip"):
+            if self[name] is not None and self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
         for name in ("announce-skew", "announce-first-line-timeout", "announce-idle-timeout"):
             if not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be a positive number of seconds")
@@ -169,19 +187,26 @@ class HbbrService(MultiService):
 
     ``allowed`` turns announce mode on with a table someone in this process
     fills (hbbs beside it in ``twistd rustdesk-server``); ``--announce-endpoint``
-    also feeds it from other processes.
+    also feeds it from other processes.  ``descriptors`` is this relay's share
+    of the process's :class:`DescriptorBudget` (its own budget when alone);
+    ``rlimits`` is the ``resource`` module, or a stand-in in tests.
     """
 
     log = Logger()
 
-    def __init__(self, options, reactor, environ=None, allowed=None):
+    def __init__(self, options, reactor, environ=None, allowed=None, descriptors=None,
+                 rlimits=resource):
         super().__init__()
         self.options = options
         self.reactor = reactor
         self.environ = os.environ if environ is None else environ
         self.allowed = allowed
+        self.descriptors = descriptors if descriptors is not None else (
+            DescriptorBudget().share("hbbr"))
+        self.rlimits = rlimits
         self.relay = None
         self.announce_gate = None
+        self.announce_limits = None
 
     def _settings(self, directory):
         env_file = {name: value for name, value in
@@ -213,11 +238,17 @@ class HbbrService(MultiService):
         splicer = None
         if not options["no-splice"] and splice.available(self.reactor):
             splicer = splice.Splicer(self.reactor)
+        budget = self.descriptors.budget
+        budget.open(self.rlimits)
+        cost = SPLICED_CONNECTION_DESCRIPTORS if splicer is not None else 1
+        limits = ConnectionLimits(self.reactor, options["max-connections"] or budget.total // cost,
+                                  options["max-connections-per-ip"], budget=self.descriptors,
+                                  cost=cost)
         self.relay = relay = RelayServer(
             self.reactor, licence=licence, policy=policy,
             blacklist=AddressList.from_directory("blacklist", directory),
             blocklist=AddressList.from_directory("blocklist", directory),
-            allowed=allowed, splicer=splicer)
+            allowed=allowed, splicer=splicer, limits=limits)
 
         relay_port, ws_port = relay_ports(options["port"], settings)
         listeners = [("relay", with_backlog(options["relay"] or tcp_description(relay_port, bind)),
@@ -237,10 +268,14 @@ class HbbrService(MultiService):
                 self.log.warn("{warning}", warning=warning, event="banner")
             listeners.append(("admin", admin, adminweb.hbbr_site(self, self.reactor, token)))
         if options["announce-endpoint"]:
+            self.announce_limits = ConnectionLimits(
+                self.reactor, limits.max_total, options["announce-max-connections-per-ip"],
+                "announce-connections-per-ip", budget=self.descriptors)
+            announce = AnnounceFactory(self.announce_gate, self.reactor,
+                                       options["announce-first-line-timeout"],
+                                       options["announce-idle-timeout"])
             listeners.append(("announce", with_backlog(options["announce-endpoint"]),
-                              AnnounceFactory(self.announce_gate, self.reactor,
-                                              options["announce-first-line-timeout"],
-                                              options["announce-idle-timeout"])))
+                              AdmittedFactory(announce, self.announce_limits)))
         for name, description, factory in listeners:
             endpoint = server_endpoint(self.reactor, description)
             child = StreamServerEndpointService(endpoint, factory)
@@ -263,6 +298,11 @@ class HbbrService(MultiService):
         for name, description, _ in listeners:
             log.info("listening: {listener} on {endpoint}", listener=name,
                      endpoint=description)
+        budget = self.descriptors.budget
+        log.info("descriptors: {limit}; at most {connections} connections, {per_ip} per IP "
+                 "(IPv6: per /64)", limit=budget.banner(),
+                 connections=self.relay.limits.max_total,
+                 per_ip=self.relay.limits.max_per_ip, event="banner")
         log.info("bandwidth: {bandwidth}", bandwidth=policy.describe())
         log.info("raw TCP pairs: {path}",
                  path="kernel splice" if splicer is not None else "userspace copy")

@@ -246,14 +246,19 @@ class _LoopbackConsoleGate(Factory):
 
 
 class HbbsService(service.MultiService):
-    """hbbs as one service: keys, database, controller and listeners."""
+    """hbbs as one service: keys, database, controller and listeners.
+
+    ``descriptors``, a :class:`~rustdesk_twisted.admission.BudgetShare`, is
+    hbbs's part of a descriptor budget shared with hbbr in one process.
+    """
 
     log = Logger()
 
-    def __init__(self, config, reactor):
+    def __init__(self, config, reactor, descriptors=None):
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.descriptors = descriptors
         self.server = None
         self.store = None
         self.health = None
@@ -330,7 +335,8 @@ class HbbsService(service.MultiService):
 
     def _build_listeners(self):
         config, server, reactor = self.config, self.server, self.reactor
-        limits = ConnectionLimits(reactor, max_per_ip=config.max_per_ip)
+        limits = ConnectionLimits(reactor, max_per_ip=config.max_per_ip,
+                                  budget=self.descriptors)
         console = console_factory(HbbsConsole(server), reactor)
         nat = RendezvousTCPFactory(server, reactor, config.max_frame, offer_secure=False,
                                    limits=limits, protocol_class=NatTestTCP)
