@@ -1,0 +1,76 @@
+"""Real twistd rustdesk-hbbr: idle connections from one IP stop at the per-IP cap while
+another IP still connects (issue 9 item 12); a lonely half's early bytes stay bounded
+(item 15).  Waits are Deferreds under trial's timeout, never sleeps."""
+
+import os
+import shutil
+import tempfile
+
+import treq
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import TestCase
+
+from .livesupport import free_port_block, start_twistd, stop_twistd
+
+CAP = 20
+
+
+class Idle(Protocol):
+    def __init__(self):
+        self.closed = Deferred()
+
+    def connectionLost(self, reason):
+        self.closed.callback(None)
+
+
+class RelayLimitsLive(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def start_hbbr(self, *extra):
+        directory = tempfile.mkdtemp(prefix="rdlim")
+        self.addCleanup(shutil.rmtree, directory)
+        self.port = free_port_block((0, 2, 4))
+        process = yield start_twistd(
+            reactor, "rustdesk-hbbr",
+            ["-p", str(self.port), "-b", "127.0.0.1", "--data-dir", directory] + list(extra),
+            directory, b"raw TCP pairs:").ready
+        self.addCleanup(stop_twistd, process)
+        return process
+
+    @inlineCallbacks
+    def metrics(self):
+        response = yield treq.get(f"http://127.0.0.1:{self.port + 4}/metrics", persistent=False)
+        text = yield response.text()
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples}
+
+    def connect(self, source="127.0.0.1", protocol=None):
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port,
+                                      bindAddress=(source, 0))
+        return connectProtocol(endpoint, protocol or Idle())
+
+    @inlineCallbacks
+    def test_one_ip_capped_another_still_connects(self):
+        process = yield self.start_hbbr("--max-connections-per-ip", str(CAP))
+        self.assertIn(b"descriptors: soft limit", process.output)
+        clients = []
+        for _ in range(CAP + 5):
+            client = yield self.connect()
+            self.addCleanup(client.transport.loseConnection)
+            clients.append(client)
+        for client in clients[CAP:]:
+            yield client.closed
+        other = yield self.connect("127.0.0.2")
+        self.addCleanup(other.transport.loseConnection)
+        values = yield self.metrics()
+        self.assertEqual(values[("rustdesk_hbbr_connections_open", ())], CAP + 1)
+        self.assertEqual(values[("rustdesk_hbbr_limit_hits_total",
+                                 (("limit", "connections-per-ip"),))], 5)
+        self.assertEqual([c.closed.called for c in clients[:CAP]], [False] * CAP)
+        self.assertEqual(process.output.count(b"limit connections-per-ip reached"), 1)
