@@ -21,13 +21,15 @@ from .startup import exit_on_startup_error
 from .hbbr import tap as hbbr_tap
 from .admission import DescriptorBudget
 from .hbbr.announce import AllowedUuids
+from .hbbr.early import MAX_EARLY_BYTES, MAX_EARLY_BYTES_TOTAL
 from .hbbr.server import MAX_CONNECTIONS_PER_IP
 from .hbbs import tap as hbbs_tap
 from .wire import keys
 
 
 HBBS_SHARE = 4
-RELAY_PASSED_ON = ("max-connections-per-ip", "max-connections")
+RELAY_PASSED_ON = ("max-connections-per-ip", "max-connections", "max-early-bytes",
+                   "max-early-bytes-total")
 
 
 class Options(usage.Options):
@@ -56,6 +58,10 @@ class Options(usage.Options):
                                                      f"(default {MAX_CONNECTIONS_PER_IP})"],
         ["relay-max-connections", None, None, "hbbr's --max-connections (default: what the "
                                               "descriptors left to hbbr allow)"],
+        ["relay-max-early-bytes", None, None, "hbbr's --max-early-bytes (default "
+                                              f"{MAX_EARLY_BYTES})"],
+        ["relay-max-early-bytes-total", None, None, "hbbr's --max-early-bytes-total "
+                                                    f"(default {MAX_EARLY_BYTES_TOTAL})"],
         ["hbbs-descriptors", None, None, "descriptors kept for hbbs's connections however "
                                          "busy the relay is (default a quarter of the "
                                          "descriptor budget)", int],

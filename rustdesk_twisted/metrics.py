@@ -142,15 +142,18 @@ class HbbrCollector:
         yield _counter("rustdesk_hbbr_refused", "Connections refused, by reason (licence key "
                        "mismatch is an authentication failure).", ["reason"], refused)
         hits = {}
-        for limits in (relay.limits, self.service.announce_limits):
+        for limits in (relay.limits, self.service.announce_limits, relay.early):
             if limits is not None:
                 for name, value in limits.limit_log.hits.items():
                     hits[name] = hits.get(name, 0) + value
-        yield _counter("rustdesk_hbbr_limit_hits", "Connections refused at accept, by limit "
-                       "(each is logged once per source and minute).", ["limit"],
+        yield _counter("rustdesk_hbbr_limit_hits", "Limit hits: connections refused at "
+                       "accept, waiting connections no longer read (each is logged once per "
+                       "source and minute).", ["limit"],
                        (((name,), hits[name]) for name in sorted(hits)))
         yield _gauge("rustdesk_hbbr_connections_open", "Relay connections (TCP and WebSocket) "
                      "open, counted from accept.", relay.limits.total)
+        yield _gauge("rustdesk_hbbr_early_bytes_held", "Bytes read from connections waiting "
+                     "for their partner, held until it arrives.", relay.early.held)
         budget = relay.limits.budget
         if budget is not None:
             yield _gauge("rustdesk_hbbr_descriptors_used", "Descriptors this relay's "

@@ -61,6 +61,7 @@ class TcpRelayProtocol(Protocol):
         self.peer = None
         self.activity = 0
         self.received = 0
+        self.early_held = 0
         self._decoder = None
         self._head = bytearray()
         self._early = None
@@ -82,8 +83,7 @@ class TcpRelayProtocol(Protocol):
             return
         if self._early is not None:
             self._early += data
-            if len(self._early) > EARLY_MAX:
-                self.transport.pauseProducing()
+            self.server.early.add(self, len(data))
             return
         if self._head is None:
             return
@@ -99,6 +99,10 @@ class TcpRelayProtocol(Protocol):
         payload, consumed = first
         self._early = self._head[consumed:]
         self._head = None
+        if not self.server.early.join(self, len(self._early)):
+            self._early = None
+            self.transport.loseConnection()
+            return
         self.server.request(self, parse(payload))
 
     def begin_relay(self, session, partner):
@@ -107,6 +111,7 @@ class TcpRelayProtocol(Protocol):
         self.partner = partner
         early = bytes(self._early or b"")
         self._early = None
+        self.server.early.leave(self)
         if session.raw:
             self._out = partner.transport
             self._forward = self._relay_raw
@@ -156,6 +161,8 @@ class TcpRelayProtocol(Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason):
+        if self._early is not None:
+            self.server.early.leave(self)
         self.server.release(self.limit_host)
         self.server.lost(self, _describe(reason))
 

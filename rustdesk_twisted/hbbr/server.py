@@ -12,6 +12,7 @@ from ..admission import ConnectionLimits
 from ..wire.addr_mangle import try_into_v4
 from ..wire.messages import kind
 from .bandwidth import BandwidthPolicy, Limiter, SessionMeter, mbit_text
+from .early import EarlyBytes
 from .lists import AddressList
 from .pairing import PendingTable, TableFull
 from .pipe import Session
@@ -39,7 +40,7 @@ class RelayServer:
 
     def __init__(self, clock, licence="", policy=None, blacklist=None, blocklist=None,
                  allowed=None, splicer=None, max_pending=MAX_PENDING,
-                 idle_timeout=IDLE_TIMEOUT, limits=None):
+                 idle_timeout=IDLE_TIMEOUT, limits=None, early=None):
         self.clock = clock
         self.licence = licence
         self.policy = policy if policy is not None else BandwidthPolicy()
@@ -50,6 +51,7 @@ class RelayServer:
         self.idle_timeout = idle_timeout
         self.limits = limits if limits is not None else ConnectionLimits(
             clock, max_per_ip=MAX_CONNECTIONS_PER_IP)
+        self.early = early if early is not None else EarlyBytes(clock)
         self.pending = PendingTable(max_pending)
         self.total_limiter = Limiter(self.policy.total_limiter_rate())
         self.sessions = set()

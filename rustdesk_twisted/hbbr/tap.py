@@ -40,6 +40,7 @@ from .announce import (
     AnnounceGate,
 )
 from .bandwidth import BandwidthPolicy
+from .early import MAX_EARLY_BYTES, MAX_EARLY_BYTES_TOTAL, EarlyBytes
 from .console import console_factory
 from .lists import AddressList
 from .protocols import TcpRelayFactory, relay_site
@@ -86,6 +87,12 @@ class Options(usage.Options):
          "see the startup banner)", int],
         ["announce-max-connections-per-ip", None, ANNOUNCE_CONNECTIONS_PER_IP,
          "connections one IP may hold open to --announce-endpoint", int],
+        ["max-early-bytes", None, MAX_EARLY_BYTES,
+         "bytes one relay connection may send before its partner arrives; then it is not "
+         "read until it pairs", int],
+        ["max-early-bytes-total", None, MAX_EARLY_BYTES_TOTAL,
+         "bytes all waiting connections together may hold; beyond it none of them is read "
+         "until pairs form", int],
         ["trusted-proxies", None, "127.0.0.0/8,::1",
          "comma-separated CIDRs whose X-Real-IP/X-Forwarded-For headers are believed"],
         ["data-dir", None, None, "directory shared with hbbs: .env, id_ed25519 and list "
@@ -123,7 +130,8 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxies: {e}") from None
         for name in ("max-connections-per-ip", "max-connections",
-                     "announce-max-connections-per-ip"):
+                     "announce-max-connections-per-ip", "max-early-bytes",
+                     "max-early-bytes-total"):
             if self[name] is not None and self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
         for name in ("announce-skew", "announce-first-line-timeout", "announce-idle-timeout"):
@@ -248,7 +256,9 @@ class HbbrService(MultiService):
             self.reactor, licence=licence, policy=policy,
             blacklist=AddressList.from_directory("blacklist", directory),
             blocklist=AddressList.from_directory("blocklist", directory),
-            allowed=allowed, splicer=splicer, limits=limits)
+            allowed=allowed, splicer=splicer, limits=limits,
+            early=EarlyBytes(self.reactor, options["max-early-bytes"],
+                             options["max-early-bytes-total"]))
 
         relay_port, ws_port = relay_ports(options["port"], settings)
         listeners = [("relay", with_backlog(options["relay"] or tcp_description(relay_port, bind)),
@@ -303,6 +313,10 @@ class HbbrService(MultiService):
                  "(IPv6: per /64)", limit=budget.banner(),
                  connections=self.relay.limits.max_total,
                  per_ip=self.relay.limits.max_per_ip, event="banner")
+        early = self.relay.early
+        log.info("early bytes (sent before the partner arrives): at most {per_half} per "
+                 "connection, {total} in all", per_half=early.per_half, total=early.total,
+                 event="banner")
         log.info("bandwidth: {bandwidth}", bandwidth=policy.describe())
         log.info("raw TCP pairs: {path}",
                  path="kernel splice" if splicer is not None else "userspace copy")
