@@ -14,7 +14,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
+from rustdesk_twisted.hbbr.early import MAX_EARLY_BYTES, READ_SIZE
+
 from .livesupport import free_port_block, start_twistd, stop_twistd
+from .test_hbbr_support import frame_request
 
 CAP = 20
 
@@ -27,7 +30,7 @@ class Idle(Protocol):
         self.closed.callback(None)
 
 
-class RelayLimitsLive(TestCase):
+class _LiveHbbr(TestCase):
     timeout = 60
 
     @inlineCallbacks
@@ -55,6 +58,9 @@ class RelayLimitsLive(TestCase):
                                       bindAddress=(source, 0))
         return connectProtocol(endpoint, protocol or Idle())
 
+
+
+class RelayLimitsLive(_LiveHbbr):
     @inlineCallbacks
     def test_one_ip_capped_another_still_connects(self):
         process = yield self.start_hbbr("--max-connections-per-ip", str(CAP))
@@ -74,3 +80,44 @@ class RelayLimitsLive(TestCase):
                                  (("limit", "connections-per-ip"),))], 5)
         self.assertEqual([c.closed.called for c in clients[:CAP]], [False] * CAP)
         self.assertEqual(process.output.count(b"limit connections-per-ip reached"), 1)
+
+
+class Sender(Protocol):
+    """Sends RequestRelay and then ``early`` at once; collects what comes back."""
+
+    def __init__(self, uuid, early=b""):
+        self.uuid = uuid
+        self.early = early
+        self.received = bytearray()
+        self.expected = None
+        self.done = Deferred()
+
+    def connectionMade(self):
+        self.transport.write(frame_request(self.uuid) + self.early)
+
+    def dataReceived(self, data):
+        self.received += data
+        if self.expected is not None and len(self.received) >= self.expected:
+            self.done.callback(bytes(self.received))
+
+
+class EarlyBytesLive(_LiveHbbr):
+    @inlineCallbacks
+    def test_lonely_half_holds_at_most_its_cap_then_pairs(self):
+        yield self.start_hbbr("--no-throttle", "--no-splice")
+        early = os.urandom(1024 * 1024)
+        lonely = yield self.connect(protocol=Sender("uuid-early", early))
+        self.addCleanup(lonely.transport.loseConnection)
+        values = yield self.metrics()
+        while values[("rustdesk_hbbr_early_bytes_held", ())] < MAX_EARLY_BYTES:
+            values = yield self.metrics()
+        self.assertLessEqual(values[("rustdesk_hbbr_early_bytes_held", ())],
+                             MAX_EARLY_BYTES + READ_SIZE)
+        partner = Sender("uuid-early")
+        partner.expected = len(early)
+        yield self.connect("127.0.0.2", partner)
+        self.addCleanup(partner.transport.loseConnection)
+        got = yield partner.done
+        self.assertEqual(got, early)
+        values = yield self.metrics()
+        self.assertEqual(values[("rustdesk_hbbr_early_bytes_held", ())], 0)
