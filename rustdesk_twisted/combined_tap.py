@@ -96,7 +96,8 @@ def hbbr_options(options, config):
     relay_port = options["relay-port"] if options["relay-port"] is not None else config.port + 1
     argv = ["--directory", config.data_dir, "--port", str(relay_port),
             "--key", "-" if config.key_option is None else config.key_option,
-            "--console", options["relay-console"] or unix_socket_in(config.data_dir, "hbbr-console.sock")]
+            "--console",
+            options["relay-console"] or unix_socket_in(config.data_dir, "hbbr-console.sock")]
     if config.bind:
         argv += ["--bind", config.bind]
     for name in RELAY_PASSED_ON:
