@@ -168,6 +168,11 @@ class BudgetShare:
         self.guaranteed = guaranteed
         self.used = 0
 
+    def available(self):
+        """Descriptors this share can ever hold: the budget less the others' guarantees."""
+        return self.budget.total - sum(other.guaranteed for other in self.budget.shares
+                                       if other is not self)
+
     def take(self, cost=1):
         return self.budget.take(self, cost)
 

@@ -103,7 +103,8 @@ class CombinedServiceTests(TestCase):
         """hbbr and hbbs draw on one budget: 256 + 40 descriptors leave 40 for connections,
         a quarter of them kept for hbbs, so a relay flood cannot take hbbs's TCP down.  A
         relay connection costs three (its splice pipes)."""
-        service = self.start("--relay-max-connections-per-ip", "1000", descriptors=296)
+        service = self.start("--relay-max-connections-per-ip", "1000",
+                             "--relay-max-connections", "1000", descriptors=296)
         relay, rendezvous = self.listener(PORT + 1), self.listener(PORT)
         hosts = (IPv4Address("TCP", f"198.51.100.{n}", 50000) for n in range(1, 255))
         flood = 0
@@ -113,6 +114,10 @@ class CombinedServiceTests(TestCase):
         hbbs = [rendezvous.buildProtocol(next(hosts)) for _ in range(11)]
         self.assertEqual([p is not None for p in hbbs], [True] * 10 + [False])
         self.assertEqual(service.hbbr.relay.limits.limit_log.hits, {"descriptors": 1})
+
+    def test_relay_connections_default_to_what_hbbs_leaves(self):
+        service = self.start("--hbbs-descriptors", "100", descriptors=1256)
+        self.assertEqual(service.hbbr.relay.limits.max_total, (1000 - 100) // 3)
 
     def test_key_option_reaches_both(self):
         service = self.start("-k", "")

@@ -11,6 +11,8 @@ from rustdesk_twisted.config import Settings
 from rustdesk_twisted.hbbr.tap import Options, makeService, relay_ports, with_backlog
 from rustdesk_twisted.wire.keys import KeyFileError, b64, fingerprint, generate_keypair
 
+from .test_admission import FakeLimits
+
 
 def options(*argv):
     config = Options()
@@ -62,6 +64,7 @@ class ServiceTests(SynchronousTestCase):
         before = sorted(os.listdir(self.directory))
         service = makeService(options("--directory", self.directory, *argv), reactor=reactor).inner
         service.environ = environ or {}
+        service.rlimits = FakeLimits(20000, 20000)
         self.assertEqual(sorted(os.listdir(self.directory)), before,
                          "makeService touched the disk")
         service.startService()
@@ -99,6 +102,25 @@ class ServiceTests(SynchronousTestCase):
             [(_, _, _, got)] = [u[:4] for u in reactor.unixServers]
             self.assertEqual(got, mode, given)
             service.stopService()
+
+    def test_limits_in_help_and_banner(self):
+        text = str(options())
+        for flag in ("--max-connections-per-ip=", "--max-connections=",
+                     "--announce-max-connections-per-ip=", "--max-early-bytes=",
+                     "--max-early-bytes-total="):
+            self.assertIn(flag, text)
+        for argv in (["--max-connections-per-ip", "0"], ["--max-early-bytes", "-1"]):
+            self.assertRaises(usage.UsageError, options, *argv)
+        service = makeService(options("--directory", self.directory, "--no-splice",
+                                      "--max-connections-per-ip", "7"),
+                              reactor=MemoryReactorClock()).inner
+        service.rlimits = FakeLimits(1024, 4096)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual((service.relay.limits.max_total, service.relay.limits.max_per_ip),
+                         (4096 - 256, 7))
+        self.assertIn("descriptors: soft limit raised from 1024 to 4096; at most 3840 "
+                      "connections, 7 per IP (IPv6: per /64)", "\n".join(self.messages()))
 
     def test_key_fingerprint_in_banner(self):
         secret = generate_keypair(self.directory)

@@ -88,11 +88,11 @@ class Options(usage.Options):
         ["announce-max-connections-per-ip", None, ANNOUNCE_CONNECTIONS_PER_IP,
          "connections one IP may hold open to --announce-endpoint", int],
         ["max-early-bytes", None, MAX_EARLY_BYTES,
-         "bytes one relay connection may send before its partner arrives; then it is not "
-         "read until it pairs", int],
+         "bytes one TCP relay connection may send before its partner arrives; then it is "
+         "not read until it pairs", int],
         ["max-early-bytes-total", None, MAX_EARLY_BYTES_TOTAL,
-         "bytes all waiting connections together may hold; beyond it none of them is read "
-         "until pairs form", int],
+         "bytes all waiting TCP relay connections together may hold; beyond it none of them "
+         "is read until pairs form", int],
         ["trusted-proxies", None, "127.0.0.0/8,::1",
          "comma-separated CIDRs whose X-Real-IP/X-Forwarded-For headers are believed"],
         ["data-dir", None, None, "directory shared with hbbs: .env, id_ed25519 and list "
@@ -246,10 +246,10 @@ class HbbrService(MultiService):
         splicer = None
         if not options["no-splice"] and splice.available(self.reactor):
             splicer = splice.Splicer(self.reactor)
-        budget = self.descriptors.budget
-        budget.open(self.rlimits)
+        self.descriptors.budget.open(self.rlimits)
         cost = SPLICED_CONNECTION_DESCRIPTORS if splicer is not None else 1
-        limits = ConnectionLimits(self.reactor, options["max-connections"] or budget.total // cost,
+        ceiling = self.descriptors.available() // cost
+        limits = ConnectionLimits(self.reactor, options["max-connections"] or ceiling,
                                   options["max-connections-per-ip"], budget=self.descriptors,
                                   cost=cost)
         self.relay = relay = RelayServer(
