@@ -9,14 +9,14 @@ import tempfile
 import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from rustdesk_twisted.hbbr.early import MAX_EARLY_BYTES, READ_SIZE
 
-from .livesupport import free_port_block, start_twistd, stop_twistd
+from .livesupport import FramedClient, free_port_block, start_twistd, stop_twistd
 from .test_hbbr_support import frame_request
 
 CAP = 20
@@ -121,3 +121,38 @@ class EarlyBytesLive(_LiveHbbr):
         self.assertEqual(got, early)
         values = yield self.metrics()
         self.assertEqual(values[("rustdesk_hbbr_early_bytes_held", ())], 0)
+
+
+class CombinedDescriptorsLive(TestCase):
+    """``twistd rustdesk-server`` with 400 descriptors: a relay flood from one address is
+    refused at the relay's part of the budget, and hbbs still accepts and answers."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_relay_flood_leaves_hbbs_tcp_up(self):
+        directory = tempfile.mkdtemp(prefix="rdfd")
+        self.addCleanup(shutil.rmtree, directory)
+        port = free_port_block((-1, 0, 1, 2, 3, 4, 5))
+        process = yield start_twistd(
+            reactor, "rustdesk-server",
+            ["-p", str(port), "-b", "127.0.0.1", "--data-dir", directory,
+             "--relay-max-connections-per-ip", "100000", "--relay-max-connections", "100000"],
+            directory, b"hbbs and hbbr share", nofile=400).ready
+        self.addCleanup(stop_twistd, process)
+        flood = []
+        for _ in range(450):
+            client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port + 1),
+                                           Idle())
+            self.addCleanup(client.transport.loseConnection)
+            flood.append(client)
+        kept = (400 - 256 - 36) // 3
+        yield DeferredList([client.closed for client in flood[kept:]])
+        requester = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=("127.0.0.2", 0)),
+            FramedClient())
+        self.addCleanup(requester.transport.loseConnection)
+        offer = yield requester.message(1)
+        self.assertEqual(offer.WhichOneof("union"), "key_exchange")
+        self.assertEqual([c.closed.called for c in flood[:kept]], [False] * kept)
+        self.assertIn(b"limit descriptors reached", process.output)
