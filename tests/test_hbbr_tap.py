@@ -2,6 +2,7 @@
 
 import os
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
@@ -148,6 +149,18 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(os.listdir(self.directory), ["id_ed25519.pub"])
         self.assertIn(f"announcements checked with key {fingerprint(public)}",
                       "\n".join(self.messages()))
+
+    def test_announce_listener_capped_per_source_from_accept(self):
+        self.write_public_file()
+        reactor, service = self.start("--announce-endpoint", "tcp:21122:interface=127.0.0.1",
+                                      "--announce-max-connections-per-ip", "2")
+        [factory] = [f for p, f, _, _ in reactor.tcpServers if p == 21122]
+        peer = IPv4Address("TCP", "192.0.2.1", 1)
+        built = [factory.buildProtocol(peer) for _ in range(3)]
+        self.assertEqual([p is not None for p in built], [True, True, False])
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.2", 1)))
+        self.assertEqual(service.announce_limits.limit_log.hits,
+                         {"announce-connections-per-ip": 1})
 
     def test_announce_endpoint_key_option(self):
         public = bytes(range(1, 33))
