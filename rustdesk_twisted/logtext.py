@@ -53,6 +53,23 @@ def quoted(value, limit=MAX_QUOTED):
     return '"' + "".join(out) + '"'
 
 
+class Untrusted(str):
+    """A client's text as a log event field: the raw value for structured consumers (JSON
+    lines, filters on ``event``), :func:`quoted` wherever it is formatted into a line."""
+
+    __slots__ = ()
+
+    def __format__(self, spec):
+        return quoted(str(self))
+
+
+def untrusted(value):
+    """``value`` as an event field that formats quoted (bytes are decoded as Latin-1)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("latin-1")
+    return Untrusted(value)
+
+
 class LimitLog:
     """Logs a limit hit once per ``(limit, source)`` and ``interval``; counts every hit.
 

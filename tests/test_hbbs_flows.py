@@ -20,7 +20,6 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from rustdesk_twisted.hbbs.registry import PeerRegistry
-from rustdesk_twisted.logtext import quoted
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import LanRules, RendezvousServer
 from rustdesk_twisted.admission import ConnectionLimits
@@ -461,7 +460,7 @@ class PunchTests(Scenario):
         self.assertEqual(self.server.server.counters["answer_punch_hole_response_delivered"], 1)
         [forwarded] = self.log_events("punch_forwarded")
         self.assertEqual((forwarded["outcome"], forwarded["requester"], forwarded["target"]),
-                         ("punch_hole", A_PUBLIC_IP, quoted(B_ID)))
+                         ("punch_hole", A_PUBLIC_IP, B_ID))
         self.assertEqual(self.server.server.punch_log.entries[-1][1:],
                          (A_PUBLIC_IP, B_PUBLIC_IP, B_ID))
 
@@ -589,7 +588,7 @@ class PunchTests(Scenario):
         self.assertEqual(outcome.response.relay_response.WhichOneof("union"), None)
         self.assertSignedFor(outcome.signed_pk, b)
         [logged] = self.log_events("relay_forwarded")
-        self.assertEqual((logged["uuid"], logged["target"]), (quoted(outcome.uuid), quoted(B_ID)))
+        self.assertEqual((logged["uuid"], logged["target"]), (outcome.uuid, B_ID))
 
     def test_request_relay_forwarded_with_unknown_fields(self):
         """G28: the parsed RequestRelay goes to B with only socket_addr replaced."""
@@ -654,8 +653,8 @@ class PunchTests(Scenario):
         self.assertEqual((outcome.kind, outcome.failure), ("failure", "Key mismatch"))
         warnings = [e for e in self.log_events("punch_refused") if e["log_level"] == LogLevel.warn]
         self.assertEqual([(e["outcome"], e["requester"], e["target"]) for e in warnings],
-                         [("LICENSE_MISMATCH", "203.0.113.66", quoted(B_ID)),
-                          ("LICENSE_MISMATCH", A_PUBLIC_IP, quoted(B_ID))])
+                         [("LICENSE_MISMATCH", "203.0.113.66", B_ID),
+                          ("LICENSE_MISMATCH", A_PUBLIC_IP, B_ID)])
 
     def test_no_licence_check_with_empty_key(self):
         self.hbbs(licence="")

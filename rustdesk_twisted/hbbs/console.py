@@ -20,6 +20,7 @@ from itertools import islice
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from ..logtext import quoted
 from ..textconsole import ConsoleFactory
 from ..wire.keys import fingerprint
 from .relays import parse_relay_list
@@ -145,7 +146,7 @@ class HbbsConsole:
         handler = self._commands.get(next(args))
         if handler is None:
             return ""
-        self.log.info("console: {command}", command=line, event="console_command")
+        self.log.info("console: {command}", command=quoted(line, 200), event="console_command")
         return handler(args, now)
 
     def _help(self, args, now):

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..admission import source_key
-from ..logtext import LimitLog, quoted
+from ..logtext import LimitLog, quoted, untrusted
 from ..wire.addr_mangle import is_loopback, try_into_v4
 from ..wire.rendezvous_pb2 import RegisterPkResponse
 from .limits import IpBlocker, IpChanges
@@ -150,8 +150,9 @@ class PeerRegistry:
             changed = False
         if not peer.pk or changed:
             if changed and peer.pk_count <= PK_BURST:
-                self.log.info("IP change of {peer_id} from {old} to {new}", peer_id=peer_id,
-                              old=peer.ip, new=try_into_v4(host), event="ip_change")
+                self.log.info("{new} is the new address of {peer_id} (was {old})",
+                              new=try_into_v4(host), peer_id=untrusted(peer_id), old=peer.ip,
+                              event="ip_change")
             return True
         if known != address:
             peer.address = _compact(address, peer.ip)
@@ -170,9 +171,9 @@ class PeerRegistry:
         if not uuid or not pk:
             return None
         if len(peer_id.encode("utf-8")) < 6:
-            self.log.info("register {peer_id} from {ip}: {result} (id shorter than 6 bytes)",
-                          peer_id=peer_id, ip=try_into_v4(address[0]), result="UUID_MISMATCH",
-                          event="register_refused")
+            self.log.info("{ip} register {peer_id}: {result} (id shorter than 6 bytes)",
+                          ip=try_into_v4(address[0]), peer_id=untrusted(peer_id),
+                          result="UUID_MISMATCH", event="register_refused")
             return Result.UUID_MISMATCH
         ip = try_into_v4(address[0])
         if not self.ip_blocker.allow(ip, peer_id, now):
@@ -180,8 +181,8 @@ class PeerRegistry:
         peer = self.peers.get(peer_id)
         if peer is None:
             if len(self.peers) >= self.max_peers:
-                self.log.error("peer table full ({max_peers}): refusing new id {peer_id} from {ip}",
-                               max_peers=self.max_peers, peer_id=peer_id, ip=ip,
+                self.log.error("{ip} new id {peer_id} refused: peer table full ({max_peers})",
+                               ip=ip, peer_id=untrusted(peer_id), max_peers=self.max_peers,
                                event="peer_table_full")
                 return Result.SERVER_ERROR
             peer = Peer(peer_id)
@@ -209,8 +210,9 @@ class PeerRegistry:
         return written.addCallback(_refused_or(Result.OK))
 
     def _uuid_mismatch(self, peer, ip, reason):
-        self.log.warn("register {peer_id} from {ip}: {result} ({reason})", peer_id=peer.id, ip=ip,
-                      result="UUID_MISMATCH", reason=reason, event="uuid_mismatch")
+        self.log.warn("{ip} register {peer_id}: {result} ({reason})", ip=ip,
+                      peer_id=untrusted(peer.id), result="UUID_MISMATCH", reason=reason,
+                      event="uuid_mismatch")
         return Result.UUID_MISMATCH
 
     def _throttle(self, peer, now):
@@ -235,10 +237,11 @@ class PeerRegistry:
         peer.pk = pk
         peer.ip = ip
         if new:
-            self.log.info("new peer {peer_id} from {ip}", peer_id=peer.id, ip=ip, event="peer_added")
+            self.log.info("{ip} new peer {peer_id}", ip=ip, peer_id=untrusted(peer.id),
+                          event="peer_added")
         else:
-            self.log.info("peer {peer_id} updated: key {key_change}, ip {old_ip} -> {ip}",
-                          peer_id=peer.id, key_change="changed" if old_pk != pk else "same",
+            self.log.info("{ip} updated peer {peer_id}: key {key_change}, ip {old_ip} -> {ip}",
+                          peer_id=untrusted(peer.id), key_change="changed" if old_pk != pk else "same",
                           old_ip=old_ip, ip=ip, event="peer_updated")
         if self.store is None:
             return None
@@ -312,8 +315,9 @@ class PeerRegistry:
             return Result.TOO_FREQUENT
         peer = self.peers.get(old_id)
         if peer is None or not peer.guid or peer.uuid != uuid:
-            self.log.warn("change id {old_id} -> {new_id} from {ip}: {result}", old_id=old_id,
-                          new_id=new_id, ip=ip, result="UUID_MISMATCH", event="change_id_refused")
+            self.log.warn("{ip} change id {old_id} -> {new_id}: {result}", ip=ip,
+                          old_id=untrusted(old_id), new_id=untrusted(new_id), result="UUID_MISMATCH",
+                          event="change_id_refused")
             return Result.UUID_MISMATCH
         if new_id == old_id:
             return Result.OK
@@ -322,8 +326,8 @@ class PeerRegistry:
         if not self._throttle(peer, now):
             return Result.TOO_FREQUENT
         written = self._move(peer, new_id)
-        self.log.info("id changed {old_id} -> {new_id} from {ip}", old_id=old_id, new_id=new_id,
-                      ip=ip, event="id_changed")
+        self.log.info("{ip} changed id {old_id} -> {new_id}", ip=ip, old_id=untrusted(old_id),
+                      new_id=untrusted(new_id), event="id_changed")
         if written is None:
             return Result.OK
         return written.addCallback(_refused_or(Result.OK))
@@ -355,7 +359,8 @@ class PeerRegistry:
             peer.channel.registered_id = None
             peer.channel.close()
             peer.channel = None
-        self.log.info("id {peer_id} released by the administrator (was {ip})", peer_id=peer_id,
+        self.log.info("id {peer_id} released by the administrator (was {ip})",
+                      peer_id=untrusted(peer_id),
                       ip=peer.ip, event="id_released")
         if self.store is None or not peer.guid:
             return True
@@ -376,8 +381,8 @@ class PeerRegistry:
         if new_id in self.peers:
             return f"{new_id} is already registered"
         written = self._move(peer, new_id)
-        self.log.info("id changed {old_id} -> {new_id} by the administrator", old_id=old_id,
-                      new_id=new_id, event="id_changed")
+        self.log.info("id changed {old_id} -> {new_id} by the administrator",
+                      old_id=untrusted(old_id), new_id=untrusted(new_id), event="id_changed")
         if written is None:
             return None
         return written.addCallback(

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..admission import source_key
-from ..logtext import LimitLog, quoted
+from ..logtext import LimitLog, quoted, untrusted
 from ..wire import addr_mangle, fields, keys, messages
 from ..wire.rendezvous_pb2 import (
     FetchLocalAddr,
@@ -316,9 +316,9 @@ class RendezvousServer:
         peer = self.registry.get(peer_id)
         if peer is not None and peer.channel is channel:
             peer.channel = None
-            self.log.info("{peer_id} disconnected its {transport} registration",
-                          peer_id=peer_id, transport=channel.transport_name,
-                          event="channel_registration_closed")
+            self.log.info("{ip} closed the {transport} registration of {peer_id}",
+                          ip=channel.key[0], peer_id=untrusted(peer_id),
+                          transport=channel.transport_name, event="channel_registration_closed")
 
     def _stream_register_pk(self, channel, request, now):
         if not request.pk:
@@ -354,9 +354,9 @@ class RendezvousServer:
             peer.address = None
             channel.registered_id = peer_id
             channel.start_heartbeats(self.keep_alive / 2.0)
-            self.log.info("{peer_id} registered over {transport} from {ip}",
-                          peer_id=peer_id, transport=channel.transport_name,
-                          ip=channel.key[0], event="channel_registration")
+            self.log.info("{ip} registered {peer_id} over {transport}",
+                          ip=channel.key[0], peer_id=untrusted(peer_id),
+                          transport=channel.transport_name, event="channel_registration")
         channel.send(messages.register_pk_response(result, keep_alive=self.keep_alive))
 
     def _notify(self, peer, message):
@@ -399,7 +399,7 @@ class RendezvousServer:
         """Routine refusals are counted (and logged at debug); a wrong key is a warning."""
         log = self.log.warn if outcome == "LICENSE_MISMATCH" else self.log.debug
         log("{requester} {kind} {outcome} to {target}", kind=kind, outcome=outcome,
-            requester=channel.key[0], target=quoted(target), event="punch_refused")
+            requester=channel.key[0], target=untrusted(target), event="punch_refused")
         self._count(f"{kind}_{outcome}")
 
     def _park(self, channel):
@@ -449,8 +449,8 @@ class RendezvousServer:
         channel.expected_answer = (peer.id, None)
         self._count(f"punch_{outcome}")
         self.log.debug("{requester} punch {outcome} to {target} relay {relay}",
-                       outcome=outcome, requester=requester_host, target=quoted(target),
-                       relay=quoted(relay), event="punch_forwarded")
+                       outcome=outcome, requester=requester_host, target=untrusted(target),
+                       relay=untrusted(relay), event="punch_forwarded")
 
     def _request_relay(self, channel, request, now):
         """A's RequestRelay (section 4.4 d2): forward to B with A's address."""
@@ -474,8 +474,8 @@ class RendezvousServer:
         self._notify(peer, forwarded)
         channel.expected_answer = (peer.id, request.uuid)
         self._count("relay_forwarded")
-        self.log.debug("{requester} relay request {uuid} to {target}", uuid=quoted(request.uuid),
-                       requester=channel.key[0], target=quoted(request.id),
+        self.log.debug("{requester} relay request {uuid} to {target}", uuid=untrusted(request.uuid),
+                       requester=channel.key[0], target=untrusted(request.id),
                        event="relay_forwarded")
 
     def signed_pk(self, version, peer_id):
