@@ -38,6 +38,10 @@ DEFAULT_REQUESTS_PER_IP = 20
 DEFAULT_REQUEST_BURST_PER_CONNECTION = 3
 # Relay uuids announced to hbbr per requesting source and minute (USERS.md 1.12).
 DEFAULT_ANNOUNCES_PER_IP = 60
+# A ConfigUpdate goes to every registered peer whose serial is behind (in answer to a
+# 13-byte RegisterPeer), so the list it carries stays small.
+MAX_RENDEZVOUS_SERVERS = 8
+MAX_CONFIG_UPDATE = 512
 TOO_MANY_REQUESTS = "Too many connection requests from your address; try again in a minute"
 SIGNED_CACHE_SIZE = 65_536
 _KNOWN_NAT_TYPES = (NatType.UNKNOWN_NAT, NatType.ASYMMETRIC, NatType.SYMMETRIC)
@@ -146,6 +150,15 @@ def software_version(url):
     return found[-1] if found else ""
 
 
+def check_rendezvous_servers(serial, servers):
+    """ValueError when a ConfigUpdate of ``serial`` and ``servers`` is too big to push."""
+    size = messages.config_update(serial, list(servers)).ByteSize()
+    if len(servers) > MAX_RENDEZVOUS_SERVERS or size > MAX_CONFIG_UPDATE:
+        raise ValueError(f"rendezvous servers: at most {MAX_RENDEZVOUS_SERVERS} names and "
+                         f"{MAX_CONFIG_UPDATE} bytes in all, got {len(servers)} names in "
+                         f"{size} bytes")
+
+
 class RendezvousServer:
     """hbbs's message handling, transport-neutral."""
 
@@ -156,14 +169,16 @@ class RendezvousServer:
                  keep_alive=DEFAULT_KEEP_ALIVE, max_waiting=100_000,
                  requests_per_ip=DEFAULT_REQUESTS_PER_IP,
                  request_burst_per_connection=DEFAULT_REQUEST_BURST_PER_CONNECTION,
-                 announces_per_ip=DEFAULT_ANNOUNCES_PER_IP):
+                 announces_per_ip=DEFAULT_ANNOUNCES_PER_IP, loopback_config_update=False):
         self.registry = registry
         self.server_key = server_key
         self.relays = relays
         self.clock = clock
         self.lan = lan if lan is not None else LanRules()
-        self.serial = serial
-        self.rendezvous_servers = list(rendezvous_servers)
+        self.serial = 0
+        self.rendezvous_servers = []
+        self.configure(serial, rendezvous_servers)
+        self.loopback_config_update = loopback_config_update
         self.software_url = software_url
         self.always_use_relay = always_use_relay
         self.keep_alive = keep_alive
@@ -243,13 +258,37 @@ class RendezvousServer:
         return messages.wrap("configure_update",
                              messages.config_update(self.serial, self.rendezvous_servers))
 
+    def configure(self, serial, servers):
+        """Set the serial and rendezvous-server list pushed in ConfigUpdate (section 2.1).
+
+        ValueError when the list is too long to send to every peer.
+        """
+        servers = list(servers)
+        check_rendezvous_servers(serial, servers)
+        self.serial = serial
+        self.rendezvous_servers = servers
+
     def _configure_update(self, update, address):
-        if not addr_mangle.is_loopback(address[0]) or update.serial <= self.serial:
+        """The official loopback ConfigureUpdate: any local process could set what every peer
+        is sent, so it is refused unless ``--loopback-console Y`` restores it."""
+        if not addr_mangle.is_loopback(address[0]):
+            self._count("udp_ignored")
             return
-        self.serial = update.serial
-        self.rendezvous_servers = list(update.rendezvous_servers)
-        self.log.info("serial {serial}, rendezvous servers {servers}", serial=self.serial,
-                      servers=",".join(self.rendezvous_servers), event="config_update")
+        now = self.clock.seconds()
+        if not self.loopback_config_update:
+            self.limits.hit(now, "config-update-over-udp", address[0],
+                            "refused: use the console command rendezvous-servers")
+            return
+        if update.serial <= self.serial:
+            return
+        try:
+            self.configure(update.serial, update.rendezvous_servers)
+        except ValueError as e:
+            self.limits.hit(now, "config-update-size", address[0], str(e))
+            return
+        self.log.info("{ip} set serial {serial}, rendezvous servers {servers}", ip=address[0],
+                      serial=self.serial, servers=untrusted(",".join(self.rendezvous_servers)),
+                      event="config_update")
 
     def _software_update(self, update, request_length, address):
         version = software_version(self.software_url)

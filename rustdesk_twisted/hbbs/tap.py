@@ -37,6 +37,7 @@ from .rendezvous import (
     DEFAULT_REQUESTS_PER_IP,
     LanRules,
     RendezvousServer,
+    check_rendezvous_servers,
 )
 from .store import PeerStore
 from .streams import (
@@ -79,7 +80,8 @@ OPTIONS = [
     ("listen-ws", None, "LISTEN-WS", "Endpoint for WebSocket rendezvous (default tcp:PORT+2)."),
     ("console", None, "CONSOLE", "Endpoint of the admin console (default unix:hbbs-console.sock)."),
     ("loopback-console", None, "LOOPBACK-CONSOLE",
-     "Y: also treat loopback peers on PORT-1 as console clients, as the official server does."),
+     "Y: also treat loopback peers on PORT-1 as console clients, and accept a loopback UDP "
+     "ConfigureUpdate, as the official server does."),
     ("trusted-proxies", None, "TRUSTED-PROXIES",
      "CIDRs whose X-Real-IP/X-Forwarded-For are believed (default 127.0.0.0/8,::1)."),
     ("keep-alive", None, "KEEP-ALIVE",
@@ -164,6 +166,10 @@ class HbbsConfig:
         self.local_ip = settings.get("LOCAL-IP") or ""
         self.serial = settings.integer("SERIAL", 0)
         self.rendezvous_servers = parse_relay_list(settings.get("RENDEZVOUS-SERVERS"))
+        try:
+            check_rendezvous_servers(self.serial, self.rendezvous_servers)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.software_url = settings.get("SOFTWARE-URL") or ""
         self.always_use_relay = str(settings.get("ALWAYS-USE-RELAY") or "").upper() == "Y"
         self.keep_alive = settings.integer("KEEP-ALIVE", DEFAULT_KEEP_ALIVE, minimum=5, maximum=3600)
@@ -277,7 +283,8 @@ class HbbsService(service.MultiService):
             software_url=config.software_url, always_use_relay=config.always_use_relay,
             keep_alive=config.keep_alive, requests_per_ip=config.requests_per_ip,
             request_burst_per_connection=config.request_burst,
-            announces_per_ip=config.announces_per_ip)
+            announces_per_ip=config.announces_per_ip,
+            loopback_config_update=config.loopback_console)
         if config.relay_announce:
             self._announce_to_relays(server_key)
         self._build_listeners()
