@@ -10,6 +10,7 @@ from twisted.logger import Logger
 
 from ..logtext import untrusted
 from ..wire.addr_mangle import try_into_v4
+from ..wire.fields import MAX_RELAY_UUID
 from ..wire.messages import kind
 from .bandwidth import BandwidthPolicy, Limiter, SessionMeter, mbit_text
 from .lists import AddressList
@@ -110,6 +111,9 @@ class RelayServer:
         uuid = request.uuid
         if not uuid:
             self.refuse(side, "empty uuid")
+            return
+        if len(uuid.encode("utf-8")) > MAX_RELAY_UUID:
+            self.refuse(side, "uuid too long")
             return
         if self.allowed is not None and not self.allowed.allows(uuid, now):
             self._hold(side, uuid, now)
