@@ -8,8 +8,7 @@ at all.
 
 import socket
 
-from twisted.logger import Logger
-
+from .logs import Logger
 from .logtext import LimitLog
 from .wire.addr_mangle import try_into_v4
 

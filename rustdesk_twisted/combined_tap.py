@@ -11,10 +11,11 @@ hbbr's allow table, and hbbr pairs nothing else (USERS.md 1.12).
 import os
 
 from twisted.application.service import MultiService
-from twisted.logger import Logger
 from twisted.python import usage
 
+from . import logs
 from .config import ConfigError
+from .logs import Logger
 from .startup import exit_on_startup_error
 from .hbbr import tap as hbbr_tap
 from .hbbr.announce import AllowedUuids
@@ -134,6 +135,7 @@ def makeService(options, reactor=None):
         relay = hbbr_options(options, config)
     except (ConfigError, usage.UsageError) as e:
         raise SystemExit(f"rustdesk-server: {e}")
+    logs.set_level(config.log_level)
     allowed = AllowedUuids() if options["announced-only"] else None
     return CombinedService(hbbs_tap.HbbsService(config, reactor),
                            hbbr_tap.HbbrService(relay, reactor, allowed=allowed), reactor)

@@ -19,6 +19,7 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from rustdesk_twisted import logs
 from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import LanRules, RendezvousServer
@@ -114,6 +115,8 @@ class Scenario(SynchronousTestCase):
         self.clock.advance(START)
         self.network = FakeNetwork(self.clock)
         self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        logs.set_level("debug")  # the scenarios read routine events too
+        self.addCleanup(logs.set_level, "info")
 
     def hbbs(self, **options):
         options.setdefault("dual_stack", self.DUAL_STACK)

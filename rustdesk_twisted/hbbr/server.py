@@ -6,8 +6,8 @@ clock only, so tests drive every timeout with ``task.Clock``.
 """
 
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
+from ..logs import Logger
 from ..logtext import untrusted
 from ..wire.addr_mangle import try_into_v4
 from ..wire.fields import MAX_RELAY_UUID

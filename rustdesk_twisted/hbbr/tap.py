@@ -15,11 +15,11 @@ from nacl.signing import VerifyKey
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
 from twisted.python import usage
 
 from .. import __version__, adminweb, logs
 from ..config import ConfigError, Settings, read_env_file
+from ..logs import Logger
 from ..startup import ExitOnStartupError
 from ..wire.announce import DEFAULT_SKEW, KEEPALIVE_INTERVAL
 from ..wire.websocket import TrustedProxies
@@ -81,6 +81,8 @@ class Options(usage.Options):
         ["admin-token", None, None, "bearer token for /metrics and /status (default "
                                     "ADMIN_TOKEN or ADMIN_TOKEN_FILE from the environment)"],
         ["log-format", None, "text", "text or json: one JSON object per line"],
+        ["log-level", None, "info", "debug, info, warn or error: events below it are dropped "
+                                    "before they cost any output"],
     ]
     optFlags = [
         ["no-throttle", None, "turn every bandwidth limit off"],
@@ -101,6 +103,7 @@ class Options(usage.Options):
         self["directory"] = self["data-dir"] = self["data-dir"] or self["directory"] or "."
         try:
             self["log-format"] = logs.check_format(self["log-format"])
+            self["log-level"] = logs.check_level(self["log-level"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         try:
@@ -285,4 +288,5 @@ class HbbrService(MultiService):
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
+    logs.set_level(config["log-level"])
     return ExitOnStartupError("rustdesk-hbbr", HbbrService(config, reactor))

@@ -16,9 +16,9 @@ to the state on disk and the answer is a refusal.
 import re
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from ..admission import source_key
+from ..logs import Logger
 from ..logtext import LimitLog, quoted, untrusted
 from ..wire.addr_mangle import is_loopback, try_into_v4
 from ..wire.rendezvous_pb2 import RegisterPkResponse

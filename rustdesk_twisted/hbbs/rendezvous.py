@@ -11,9 +11,9 @@ import ipaddress
 import re
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from ..admission import source_key
+from ..logs import Logger
 from ..logtext import LimitLog, quoted, untrusted
 from ..wire import addr_mangle, fields, keys, messages
 from ..wire.rendezvous_pb2 import (

@@ -10,9 +10,9 @@ has a signing key; the WebSocket protocol in ``websocket.py`` reuses
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from ..admission import ConnectionLimits
+from ..logs import Logger
 from ..wire import addr_mangle, messages, secure
 from ..wire.framing import FrameDecoder, FrameTooLarge, encode_frame
 from ..wire.rendezvous_pb2 import KeyExchange

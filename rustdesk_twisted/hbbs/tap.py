@@ -15,12 +15,12 @@ from twisted.application import internet, service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.python import usage
 
 from .. import __version__, adminweb, logs
 from ..admission import ConnectionLimits
 from ..config import ConfigError, layered_settings
+from ..logs import Logger
 from ..startup import ExitOnStartupError
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
@@ -110,6 +110,8 @@ OPTIONS = [
      "Bearer token for /metrics and /status; required when --admin is not loopback."),
     ("admin-token-file", None, "ADMIN-TOKEN-FILE", "File holding ADMIN-TOKEN."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
+    ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error: events below it "
+                                     "are dropped before they cost any output."),
 ]
 
 
@@ -205,6 +207,7 @@ class HbbsConfig:
         self.admin_warning = adminweb.check_exposure(self.admin_endpoint, self.admin_token)
         try:
             self.log_format = logs.check_format(settings.get("LOG-FORMAT"))
+            self.log_level = logs.check_level(settings.get("LOG-LEVEL"))
         except ValueError as e:
             raise ConfigError(str(e)) from None
         udp = settings.get("LISTEN-UDP") or str(self.port)
@@ -446,4 +449,5 @@ def makeService(options, reactor=None):
         config = build_config(options)
     except ConfigError as e:
         raise SystemExit(f"rustdesk-hbbs: {e}")
+    logs.set_level(config.log_level)
     return ExitOnStartupError("rustdesk-hbbs", HbbsService(config, reactor), config.log_format)
