@@ -199,6 +199,7 @@ class FullDiskTests(MountedTestCase):
         self.assertEqual(code, 503)
         self.assertFalse(body["checks"]["database"]["ok"])
         self.assertIn("full", body["checks"]["database"]["detail"])
+        yield until(lambda: "not ready:" in hbbs.output)  # the line may trail the answer
         output = hbbs.output
         self.assertEqual(output.count("registrations are refused until"), 1, output[-3000:])
         self.assertEqual(output.count("not ready:"), 1, output[-3000:])

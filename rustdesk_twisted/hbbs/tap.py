@@ -27,6 +27,7 @@ from ..wire.addr_mangle import is_loopback
 from ..wire.websocket import TrustedProxies, websocket_site
 from .announce import relay_announcer
 from .console import HbbsConsole, console_factory
+from .dirlock import DataDirectoryLock
 from .limits import IpBlocker
 from .registry import PeerRegistry
 from .relays import RelayHealthCheck, RelayRotation, parse_relay_list, with_default_port
@@ -78,7 +79,8 @@ OPTIONS = [
     ("listen-udp", None, "LISTEN-UDP", "[address:]port for UDP registration (default PORT)."),
     ("listen-nat", None, "LISTEN-NAT", "Endpoint for the NAT test / online query (default tcp:PORT-1)."),
     ("listen-ws", None, "LISTEN-WS", "Endpoint for WebSocket rendezvous (default tcp:PORT+2)."),
-    ("console", None, "CONSOLE", "Endpoint of the admin console (default unix:hbbs-console.sock)."),
+    ("console", None, "CONSOLE", "Endpoint of the admin console (default "
+                                 "unix:DATA_DIR/hbbs-console.sock), or 'off'."),
     ("loopback-console", None, "LOOPBACK-CONSOLE",
      "Y: also treat loopback peers on PORT-1 as console clients, and accept a loopback UDP "
      "ConfigureUpdate, as the official server does."),
@@ -264,10 +266,12 @@ class HbbsService(service.MultiService):
         self.store = None
         self.health = None
         self.udp = None
+        self.lock = None
 
     def startService(self):
         """Examine the database first (reading only), so that a file we must refuse leaves
-        nothing behind, not even a new key; then bind, then open the database: nothing is
+        nothing behind, not even a new key; then lock the data directory (one hbbs per
+        directory); then bind, then open the database: nothing is
         processed before the reactor runs, and a listener that cannot bind must not leave
         the store's writer thread behind.  The loaded peers are frozen out of the garbage
         collector, whose full passes over a large table would otherwise stall the UDP
@@ -275,6 +279,15 @@ class HbbsService(service.MultiService):
         config = self.config
         self.store = PeerStore(config.db_url, self.reactor)
         self.store.examine()
+        self.lock = DataDirectoryLock(config.data_dir)
+        self.lock.acquire()
+        try:
+            self._start(config)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _start(self, config):
         server_key = keyfiles.hbbs_server_key(config.key_option, config.data_dir)
         blocker = IpBlocker(config.ip_limit_per_minute, config.ip_limit_ids, config.ip_limit_exempt)
         registry = PeerRegistry(self.store, blocker, max_peers=config.max_peers)
@@ -349,8 +362,9 @@ class HbbsService(service.MultiService):
             (config.ws_endpoint, websocket_site(
                 RendezvousWebSocketFactory(server, reactor, config.trusted, limits),
                 config.max_frame, reactor)),
-            (config.console_endpoint, console),
         ]
+        if config.console_endpoint != "off":
+            listeners.append((config.console_endpoint, console))
         if config.admin_endpoint != "off":
             listeners.append((config.admin_endpoint, adminweb.hbbs_site(
                 self, _RelayProbe(reactor), reactor, config.admin_token)))
@@ -405,6 +419,8 @@ class HbbsService(service.MultiService):
                                ("websocket", config.ws_endpoint),
                                ("console", config.console_endpoint),
                                ("admin http", config.admin_endpoint)):
+            if endpoint == "off":
+                continue
             log.info("Listening on {what} {endpoint}", what=what, endpoint=endpoint,
                      event="banner")
         log.info("Relay servers: {relays}", relays=",".join(config.relays) or
@@ -425,7 +441,12 @@ class HbbsService(service.MultiService):
             self.server.registry.save_all_seen(self.reactor.seconds())
             return self.store.close().addCallback(lambda _: result)
 
-        return d.addCallback(close_store)
+        def unlock(result):
+            if self.lock is not None:
+                self.lock.release()
+            return result
+
+        return d.addCallback(close_store).addBoth(unlock)
 
 
 class _Timer(internet.TimerService):
