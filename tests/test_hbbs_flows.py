@@ -177,6 +177,26 @@ class Scenario(SynchronousTestCase):
     def log_events(self, name):
         return [e for e in self.logged if e.get("event") == name]
 
+    def exchange(self, client, *requests):
+        """Send ``requests`` on a raw client; the messages it got, parsed, after each."""
+        seen = []
+        for request in requests:
+            start = len(client.received)
+            client.send(messages.wrap("register_pk", request))
+            self.network.flush()
+            seen.append([messages.parse(p) for p in client.received[start:]])
+        return seen
+
+    def official_change_id(self, client, new_id, uuid, pk=b""):
+        """What an official client does: one request, then the first message that is not a
+        KeyExchange among the next two (get_next_nonkeyexchange_msg); None if there is none."""
+        [replies] = self.exchange(client, pb.RegisterPk(old_id=B_ID, id=new_id, uuid=uuid,
+                                                        pk=pk))
+        for message in replies[:2]:
+            if message.WhichOneof("union") != "key_exchange":
+                return message
+        return None
+
     def lose_notices(self, b, count=None):
         """Lose the server's UDP notifications to B (all, or the first ``count``)."""
         deliver = b.udp.protocol.callback
@@ -994,26 +1014,6 @@ class ChangeIdTests(Scenario):
         [refused] = self.log_events("change_id_refused")
         self.assertEqual(refused["log_level"], LogLevel.warn)
 
-    def exchange(self, client, *requests):
-        """Send ``requests`` on a raw client; the messages it got, parsed, after each."""
-        seen = []
-        for request in requests:
-            start = len(client.received)
-            client.send(messages.wrap("register_pk", request))
-            self.network.flush()
-            seen.append([messages.parse(p) for p in client.received[start:]])
-        return seen
-
-    def official_change_id(self, client, new_id, uuid, pk=b""):
-        """What an official client does: one request, then the first message that is not a
-        KeyExchange among the next two (get_next_nonkeyexchange_msg); None if there is none."""
-        [replies] = self.exchange(client, pb.RegisterPk(old_id=B_ID, id=new_id, uuid=uuid,
-                                                        pk=pk))
-        for message in replies[:2]:
-            if message.WhichOneof("union") != "key_exchange":
-                return message
-        return None
-
     def test_official_client_gets_not_support(self):
         """An official client's change-ID carries no proof: "server_not_support"."""
         answer = self.official_change_id(self.raw_client(), "alice-pc", self.b.uuid)
@@ -1048,6 +1048,10 @@ class ChangeIdTests(Scenario):
         self.assertEqual(answer.register_pk_response.result, Result.OK)
         self.assertTrue(first.closed)
         self.assertEqual(self.server.registry.get("alice-pc").pk, self.b.pk)
+        self.assertEqual({k: v for k, v in self.server.server.counters.items()
+                          if k.startswith("change_id_")},
+                         {"change_id_without_proof": 2, "change_id_refused": 2,
+                          "change_id_ok": 1})
 
     def test_change_over_websocket(self):
         b = self.controlled(transport="ws", peer_id="987654321", public_ip="203.0.113.40")
@@ -1081,10 +1085,9 @@ class IdTakeoverTests(Scenario):
         self.assertEqual(outcome.kind, "direct")
 
     def test_change_id_over_tcp(self):
-        client = self.raw_client(public_ip="203.0.113.66")
-        [[_, refusal, _]] = self.exchange(client, pb.RegisterPk(old_id=B_ID, id="stolen-id",
-                                                                uuid=self.pk))
-        self.assertEqual(refusal.register_pk_response.result, Result.NOT_SUPPORT)
+        answer = self.official_change_id(self.raw_client(public_ip="203.0.113.66"), "stolen-id",
+                                         self.pk)
+        self.assertEqual(answer.register_pk_response.result, Result.NOT_SUPPORT)
         client = self.raw_client(public_ip="203.0.113.66")
         self.exchange(client, pb.RegisterPk(old_id=B_ID, id="stolen-id", uuid=self.pk,
                                             pk=self.pk))
@@ -1108,10 +1111,8 @@ class IdTakeoverTests(Scenario):
             self.network.flush()
         self.assertEqual([messages.parse(r).register_pk_response.result for r in received],
                          [Result.OK, Result.UUID_MISMATCH])
+        self.assertEqual(self.server.server.counters["change_id_udp_ignored"], 2)
         self.assert_id_stays_with_the_victim()
-
-    def exchange(self, client, *requests):
-        return ChangeIdTests.exchange(self, client, *requests)
 
 
 class WebSocketTests(Scenario):

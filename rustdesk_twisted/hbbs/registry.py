@@ -128,6 +128,7 @@ class PeerRegistry:
         self.max_peers = max_peers
         self.peers = {}
         self.throttled = 0
+        self.key_changes_refused = 0
         self.limits = LimitLog(self.log)
         self._unsaved = {}
 
@@ -243,6 +244,7 @@ class PeerRegistry:
         return now < peer.moved_until
 
     def _key_change_refused(self, peer, ip):
+        self.key_changes_refused += 1
         self.log.warn("{ip} register {peer_id}: {result} (new key while the peer is online "
                       "at another address)", ip=ip, peer_id=untrusted(peer.id),
                       result="TOO_FREQUENT", event="key_change_refused")
