@@ -242,8 +242,8 @@ class LiveHbbsTests(unittest.TestCase):
     def test_change_id_needs_the_key(self):
         """Our client proves its key and the rename is on disk when it hears OK; the
         official client's request, which carries no proof, is answered NOT_SUPPORT."""
-        peer = ControlledPeer(ReactorHost(reactor, PEER_HOST), ServerAddress("127.0.0.1", self.port),
-                              PEER_ID, key=self.key)
+        peer = ControlledPeer(ReactorHost(reactor, PEER_HOST),
+                              ServerAddress("127.0.0.1", self.port), PEER_ID, key=self.key)
         peer.start()
         self.addCleanup(peer.stop)
         yield peer.registered()

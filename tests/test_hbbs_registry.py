@@ -204,7 +204,8 @@ class RegisterPkTests(SynchronousTestCase):
         self.register(uuid=PK)
         self.assertEqual(self.register(uuid=PK, pk=PK2, now=T0 + 10), Result.UUID_MISMATCH)
         self.assertEqual(self.register(uuid=PK, address=B, now=T0 + 20), Result.OK)
-        self.assertEqual(self.register(uuid=PK, pk=PK2, address=B, now=T0 + 60), Result.UUID_MISMATCH)
+        self.assertEqual(self.register(uuid=PK, pk=PK2, address=B, now=T0 + 60),
+                         Result.UUID_MISMATCH)
         self.assertEqual(self.registry.get(ID).pk, PK)
         self.assertNotIn(("update", ID, PK2, "203.0.113.20"), self.store.writes)
 
@@ -317,11 +318,9 @@ class ChangeIdTests(SynchronousTestCase):
     def test_uuid_and_pk_without_the_key_are_refused(self):
         """What anyone knows of a mobile-style peer: its uuid and pk, not its key."""
         self.registry.register_pk("mobile-1", KEY_PK, KEY_PK, B, T0)
-        pk_as_proof = KEY_PK * 2
-        self.assertEqual(settled(self.registry.change_id(
-            "mobile-1", "stolen", KEY_PK, pk_as_proof, CHALLENGE, A, T0 + 10)), Result.UUID_MISMATCH)
-        self.assertEqual(settled(self.registry.change_id(
-            "mobile-1", "stolen", KEY_PK, b"", CHALLENGE, A, T0 + 10)), Result.UUID_MISMATCH)
+        for proof in (KEY_PK * 2, b""):
+            self.assertEqual(settled(self.registry.change_id(
+                "mobile-1", "stolen", KEY_PK, proof, CHALLENGE, A, T0 + 10)), Result.UUID_MISMATCH)
         self.assertEqual(self.change("stolen", old_id="mobile-1", uuid=KEY_PK,
                                      key=SigningKey(b"\x07" * 32)), Result.UUID_MISMATCH)
         self.assertEqual(self.registry.get("mobile-1").pk, KEY_PK)

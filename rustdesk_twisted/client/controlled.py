@@ -463,6 +463,6 @@ class ControlledPeer(RendezvousClient):
         def closed(stream):
             finish(answers[-1] if answers else None)
 
-        self.open_stream(on_ready=lambda stream: stream.send(messages.wrap("register_pk", request)),
+        self.open_stream(on_ready=lambda s: s.send(messages.wrap("register_pk", request)),
                          on_message=answered, on_closed=closed)
         return result
