@@ -320,11 +320,13 @@ class UuidMismatchTests(Scenario):
         self.assertEqual(moved.results[0], Result.UUID_MISMATCH)
 
     def test_same_machine_new_ip_or_new_key_is_ok(self):
+        """A desktop moving while its old address is still online, then getting a new key."""
         b = self.controlled(detect_nat=False)
-        b.stop()
         moved = self.controlled(public_ip="203.0.113.30", detect_nat=False, uuid=b.uuid,
                                 signing_key=b.signing_key)
         self.assertEqual(moved.results, [Result.OK])
+        self.assertEqual(self.connect(self.controlling()).kind, "direct")
+        b.stop()
         moved.stop()
         # A new key is taken once the address the id moved from is out of its online window.
         self.network.advance(30)
