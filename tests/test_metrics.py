@@ -133,6 +133,17 @@ class HbbsCollectorTests(SynchronousTestCase):
         self.assertEqual(values[("rustdesk_hbbs_rate_limit_hits_total",
                                  (("limit", "ip_per_minute_or_ids_per_day"),))], 3)
 
+    def test_change_id_and_refused_key_changes(self):
+        self.server.counters.update(change_id_without_proof=4, change_id_ok=1,
+                                    change_id_refused=2, change_id_udp_ignored=3)
+        self.registry.key_changes_refused = 5
+        values = scrape(self.collector)
+        self.assertEqual({labels[0][1]: value for (name, labels), value in values.items()
+                          if name == "rustdesk_hbbs_change_id_total"},
+                         {"without_proof": 4, "ok": 1, "refused": 2, "udp_ignored": 3})
+        self.assertEqual(values[("rustdesk_hbbs_rate_limit_hits_total",
+                                 (("limit", "key_change_while_online_elsewhere"),))], 5)
+
 
 class _Side:
     def __init__(self, received):

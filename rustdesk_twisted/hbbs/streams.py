@@ -40,6 +40,7 @@ class ChannelSession:
         self.transport_name = "websocket" if is_websocket else "tcp"
         self.parked_key = None
         self.registered_id = None
+        self.change_id_challenge = None  # the nonce a change-ID proof must sign (rendezvous.py)
         self._write_message = write_message
         self._write_heartbeat = write_heartbeat
         self._lose_connection = lose_connection
