@@ -9,24 +9,23 @@ loopback or a Unix socket.
 """
 
 import hmac
+import ipaddress
 import json
-import re
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.defer import DeferredList, maybeDeferred
-from twisted.logger import Logger
+from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from . import __version__
 from .config import ConfigError
+from .logs import Logger
 from .metrics import HbbrCollector, HbbsCollector, exposition, registry_for
 from .wire import keys
 
 READY_TIMEOUT = 5.0
 ADMIN_OFFSET = 4
-_LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|localhost)$")
-_INTERFACE = re.compile(r"(?:^|:)interface=((?:\\:|[^:])*)")
 
 
 def default_endpoint(port):
@@ -35,13 +34,27 @@ def default_endpoint(port):
 
 
 def is_exposed(description):
-    """Whether an endpoint string listens beyond this host (not loopback, not a Unix socket)."""
-    kind = description.split(":", 1)[0]
-    if kind == "unix":
+    """Whether the endpoint Twisted builds from ``description`` listens beyond this host.
+
+    The endpoint itself is examined, not the string: Twisted takes the last of
+    repeated ``interface=`` arguments and also accepts it positionally.  A Unix
+    socket is local; an endpoint type other than TCP, SSL or Unix counts as exposed.
+    """
+    try:
+        endpoint = serverFromString(None, description)
+    except Exception as e:
+        raise ConfigError(f"admin endpoint {description!r} is not usable: {e}") from None
+    if isinstance(endpoint, UNIXServerEndpoint):
         return False
-    found = _INTERFACE.search(description)
-    interface = found.group(1).replace("\\:", ":") if found else ""
-    return not _LOOPBACK.match(interface.strip("[]"))
+    if not 0 <= getattr(endpoint, "_port", 0) <= 65535:
+        raise ConfigError(f"admin endpoint {description!r} is not usable: port out of range")
+    interface = getattr(endpoint, "_interface", None)
+    if interface is None:
+        return True
+    try:
+        return not ipaddress.ip_address(interface.strip("[]")).is_loopback
+    except ValueError:
+        return True
 
 
 def check_exposure(description, token):

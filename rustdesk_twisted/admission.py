@@ -9,9 +9,9 @@ at all.
 import resource
 import socket
 
-from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from .logs import Logger
 from .logtext import LimitLog
 from .wire.addr_mangle import try_into_v4
 

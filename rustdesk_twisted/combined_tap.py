@@ -12,11 +12,12 @@ import os
 import resource
 
 from twisted.application.service import MultiService
-from twisted.logger import Logger
 from twisted.python import usage
 
+from . import logs
 from .config import ConfigError
 from .listeners import unix_socket_in
+from .logs import Logger
 from .startup import exit_on_startup_error
 from .hbbr import tap as hbbr_tap
 from .admission import DescriptorBudget
@@ -168,6 +169,7 @@ def makeService(options, reactor=None):
         relay = hbbr_options(options, config)
     except (ConfigError, usage.UsageError) as e:
         raise SystemExit(f"rustdesk-server: {e}")
+    logs.set_level(config.log_level)
     allowed = AllowedUuids() if options["announced-only"] else None
     budget = DescriptorBudget()
     return CombinedService(

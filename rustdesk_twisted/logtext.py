@@ -11,7 +11,7 @@ filter anchored on that position cannot be fooled by what follows.
 count of the hits it did not log, so a flood costs counters, not log I/O.
 """
 
-from twisted.logger import Logger
+from .logs import Logger
 
 MAX_QUOTED = 64
 _PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}
@@ -51,6 +51,23 @@ def quoted(value, limit=MAX_QUOTED):
             return '"' + "".join(out) + '"...'
         out.append(piece)
     return '"' + "".join(out) + '"'
+
+
+class Untrusted(str):
+    """A client's text as a log event field: the raw value for structured consumers (JSON
+    lines, filters on ``event``), :func:`quoted` wherever it is formatted into a line."""
+
+    __slots__ = ()
+
+    def __format__(self, spec):
+        return quoted(str(self))
+
+
+def untrusted(value):
+    """``value`` as an event field that formats quoted (bytes are decoded as Latin-1)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("latin-1")
+    return Untrusted(value)
 
 
 class LimitLog:

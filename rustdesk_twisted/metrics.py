@@ -17,6 +17,7 @@ from prometheus_client.exposition import generate_latest
 PUNCH_PREFIX = "punch_"
 RELAY_PREFIX = "relay_"
 ANSWER_PREFIX = "answer_"
+CHANGE_ID_PREFIX = "change_id_"
 REGISTRATIONS = ("register_peer", "register_pk")
 WEBSOCKET = ("websocket_opened", "websocket_closed")
 ANNOUNCE_LINES = ("accepted", "keepalive", "used", "bad_signature", "stale", "malformed")
@@ -74,8 +75,15 @@ class HbbsCollector:
         yield _counter("rustdesk_hbbs_answers",
                        "B's answers (punch_hole_response, relay_response) by whether A was "
                        "still waiting.", ["kind", "result"], answers)
+        yield _counter("rustdesk_hbbs_change_id",
+                       "Change-ID requests by outcome (without_proof: NOT_SUPPORT and a "
+                       "challenge; ok and refused: requests with a proof of the id's key; "
+                       "udp_ignored: never taken over UDP).", ["outcome"],
+                       (((name[len(CHANGE_ID_PREFIX):],), counters[name])
+                        for name in sorted(counters) if name.startswith(CHANGE_ID_PREFIX)))
         limits = (("ip_per_minute_or_ids_per_day", registry.ip_blocker.blocked),
-                  ("registrations_per_id", registry.throttled))
+                  ("registrations_per_id", registry.throttled),
+                  ("key_change_while_online_elsewhere", registry.key_changes_refused))
         yield _counter("rustdesk_hbbs_rate_limit_hits", "Registrations refused TOO_FREQUENT.",
                        ["limit"], (((name,), value) for name, value in limits))
         hits = {}

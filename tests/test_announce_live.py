@@ -149,7 +149,7 @@ class AnnounceLiveTests(unittest.TestCase):
         replayer.transport.loseConnection()
         yield stop_twistd(hbbr)
         output = hbbr.output.decode()
-        self.assertIn("relay live-uuid paired", output)
+        self.assertIn("paired relay \"live-uuid\"", output)
         self.assertIn("limit announce_bad_signature reached", output)
         self.assertIn("limit announce_first_line_timeout reached", output)
         self.assertEqual(snapshot(relay_dir), before, "hbbr wrote in its directory")

@@ -160,7 +160,7 @@ class Fail2banTests(SynchronousTestCase):
     """The filter matches the lines our code really writes, and finds the offender's address."""
 
     def failregexes(self):
-        parser = configparser.ConfigParser(interpolation=None)
+        parser = configparser.ConfigParser()
         parser.read_string(read("fail2ban", "rustdesk.conf"))
         host = r"(?:::f{4,6}:)?(?P<host>[0-9a-fA-F.:]+?)"
         return [re.compile(line.strip().replace("<HOST>", host))
@@ -173,14 +173,15 @@ class Fail2banTests(SynchronousTestCase):
         server = RendezvousServer(registry, keys.ServerKey("licence", None, "test"),
                                   RelayRotation(), MemoryReactorClock())
         for obj in (server, registry, registry.ip_blocker):
-            obj.log = Logger(namespace="test", observer=observer)
+            obj.log = Logger(namespace="rustdesk_twisted.test", observer=observer)
+            obj.limits.log = obj.log
         channel = _Channel(("::ffff:203.0.113.7", 5000))
         server.stream_message(channel, messages.wrap("punch_hole_request",
                                                      PunchHoleRequest(id="123456789")))
         for _ in range(3):
             registry.register_pk("123456789", b"uuid", bytes(32), ("198.51.100.2", 1), 0)
         relay = RelayServer(MemoryReactorClock(), licence="x")
-        relay.log = Logger(namespace="test", observer=observer)
+        relay.log = Logger(namespace="rustdesk_twisted.test", observer=observer)
         relay.refuse(_Side(("2001:db8::5", 7000)), "licence key mismatch")
         return [formatEventAsClassicLogText(e).rstrip("\n") for e in events]
 

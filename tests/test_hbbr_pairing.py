@@ -119,6 +119,8 @@ class PairingScenarioTests(SynchronousTestCase):
         h = Harness()
         cases = [
             (encode_frame(wrap("request_relay", uuid="").SerializeToString()), "empty uuid"),
+            (encode_frame(wrap("request_relay", uuid="u" * 30_000).SerializeToString()),
+             "uuid too long"),
             (encode_frame(wrap("punch_hole_request", id="123").SerializeToString()),
              "first message is not a RequestRelay"),
             (encode_frame(b"\xff\xff\xff"), "first message is not a RequestRelay"),

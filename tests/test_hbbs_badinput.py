@@ -10,15 +10,16 @@ from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from rustdesk_twisted.admission import ConnectionLimits
+from rustdesk_twisted.hbbs.console import HbbsConsole
 from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import RendezvousServer
 from rustdesk_twisted.hbbs.store import PeerStore
-from rustdesk_twisted.admission import ConnectionLimits
 from rustdesk_twisted.hbbs.streams import RendezvousTCPFactory
 from rustdesk_twisted.wire import keys, messages
 from rustdesk_twisted.wire.framing import encode_frame
-from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPk
+from rustdesk_twisted.wire.rendezvous_pb2 import ConfigUpdate, RegisterPk
 
 SEED = bytes(range(32))
 
@@ -69,6 +70,41 @@ class DatagramTests(unittest.SynchronousTestCase):
         server.datagram_received(register_peer, ("192.0.2.1", 4000))
         kinds = [messages.parse(p).WhichOneof("union") for p, _ in replies]
         self.assertEqual(kinds, ["register_peer_response", "configure_update"])
+
+    def test_loopback_config_update_needs_the_console(self):
+        """A local process cannot set what every peer is sent; the console can, within a cap."""
+        clock = Clock()
+        clock.advance(1000)
+        server, replies = make_server(clock, serial=3)
+        huge = messages.wrap("configure_update", ConfigUpdate(
+            serial=4, rendezvous_servers=[f"h{i}.example.com" * 5 for i in range(100)]))
+        small = messages.wrap("configure_update", ConfigUpdate(
+            serial=5, rendezvous_servers=["evil.example.com"]))
+        for update in (huge, small):
+            server.datagram_received(update.SerializeToString(), ("127.0.0.1", 5000))
+        self.assertEqual((server.serial, server.rendezvous_servers),
+                         (3, ["a.example.com", "b.example.com"]))
+        self.assertEqual(server.limits.hits, {"config-update-over-udp": 2})
+
+        console = HbbsConsole(server)
+        reply = console.execute("rendezvous-servers 9 " + ",".join(["x" * 100] * 9), 1000)
+        self.assertTrue(reply.startswith("refused: rendezvous servers: at most 8 names"), reply)
+        self.assertEqual(console.execute("rendezvous-servers 9 c.example.com,d.example.com", 1000),
+                         "serial 9: c.example.com,d.example.com\n")
+        self.assertEqual(server.serial, 9)
+
+    def test_official_loopback_config_update_is_capped(self):
+        clock = Clock()
+        server, _ = make_server(clock, serial=3)
+        server.loopback_config_update = True
+        huge = messages.wrap("configure_update", ConfigUpdate(
+            serial=4, rendezvous_servers=["x" * 250] * 8))
+        server.datagram_received(huge.SerializeToString(), ("127.0.0.1", 5000))
+        self.assertEqual(server.serial, 3)
+        server.datagram_received(messages.wrap("configure_update", ConfigUpdate(
+            serial=4, rendezvous_servers=["c.example.com"])).SerializeToString(),
+            ("127.0.0.1", 5000))
+        self.assertEqual((server.serial, server.rendezvous_servers), (4, ["c.example.com"]))
 
     def test_deep_nesting(self):
         clock = Clock()

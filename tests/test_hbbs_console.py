@@ -34,7 +34,8 @@ OURS = (b"peer <id>\n"
         b"peer-list [<start>] [<count>]\n"
         b"peer-release <id>\n"
         b"peer-rename <old id> <new id>\n"
-        b"backup <file name>\n")
+        b"backup <file name>\n"
+        b"rendezvous-servers [<serial> <separated by ,>]\n")
 
 
 class ConsoleTestCase(SynchronousTestCase):

@@ -138,6 +138,29 @@ class ServiceTests(unittest.TestCase):
         self.assertIn("malformed private key", str(error))
         self.assertFalse(service.running)
 
+    def test_one_hbbs_per_data_directory(self):
+        """A second hbbs on the same directory says which process holds it; after the
+        first stops, the directory is free again."""
+        directory, first = self.make(CONSOLE="off")
+        first.startService()
+        second = tap.HbbsService(config(**{
+            "DATA-DIR": directory, "LISTEN-TCP": "tcp:0:interface=127.0.0.1",
+            "LISTEN-NAT": "tcp:0:interface=127.0.0.1", "LISTEN-WS": "tcp:0:interface=127.0.0.1",
+            "LISTEN-UDP": "127.0.0.1:0", "CONSOLE": "off"}), reactor)
+        error = self.assertRaises(SystemExit,
+                                  ExitOnStartupError("rustdesk-hbbs", second).startService)
+        self.assertEqual(str(error), f"rustdesk-hbbs: another hbbs (pid {os.getpid()}) uses "
+                                     f"{directory}")
+        self.assertFalse(second.running)
+        self.assertEqual(os.stat(os.path.join(directory, "hbbs.lock")).st_mode & 0o777, 0o600)
+
+        def restart(_):
+            again = tap.HbbsService(second.config, reactor)
+            again.startService()
+            return again.stopService()
+
+        return first.stopService().addCallback(restart)
+
     def test_port_in_use_is_fatal_with_a_message(self):
         busy = reactor.listenTCP(0, tap.Factory(), interface="127.0.0.1")
         self.addCleanup(busy.stopListening)

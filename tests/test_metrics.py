@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 
 import treq
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,6 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger
+from twisted.test import __file__ as twisted_tests
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustdesk_twisted import adminweb, logs, metrics
@@ -30,6 +32,8 @@ from rustdesk_twisted.wire.rendezvous_pb2 import (
 
 PK = bytes(range(32))
 
+
+PEM = os.path.join(os.path.dirname(twisted_tests), "server.pem")
 
 class _Store:
     path = "db_v2.sqlite3"
@@ -131,6 +135,17 @@ class HbbsCollectorTests(SynchronousTestCase):
         self.assertEqual(values[("rustdesk_hbbs_rate_limit_hits_total",
                                  (("limit", "ip_per_minute_or_ids_per_day"),))], 3)
 
+    def test_change_id_and_refused_key_changes(self):
+        self.server.counters.update(change_id_without_proof=4, change_id_ok=1,
+                                    change_id_refused=2, change_id_udp_ignored=3)
+        self.registry.key_changes_refused = 5
+        values = scrape(self.collector)
+        self.assertEqual({labels[0][1]: value for (name, labels), value in values.items()
+                          if name == "rustdesk_hbbs_change_id_total"},
+                         {"without_proof": 4, "ok": 1, "refused": 2, "udp_ignored": 3})
+        self.assertEqual(values[("rustdesk_hbbs_rate_limit_hits_total",
+                                 (("limit", "key_change_while_online_elsewhere"),))], 5)
+
 
 class _Side:
     def __init__(self, received):
@@ -210,11 +225,26 @@ class ExposureTests(SynchronousTestCase):
         self.assertFalse(adminweb.is_exposed("tcp:21120:interface=\\:\\:1"))
         self.assertFalse(adminweb.is_exposed("unix:/run/admin.sock"))
         self.assertTrue(adminweb.is_exposed("tcp:21120"))
-        self.assertTrue(adminweb.is_exposed("ssl:21120:privateKey=k.pem:interface=0.0.0.0"))
+        pem = PEM.replace(":", "\\:")
+        self.assertTrue(adminweb.is_exposed(f"ssl:21120:privateKey={pem}:interface=0.0.0.0"))
         self.assertRaises(ConfigError, adminweb.check_exposure, "tcp:21120", None)
         self.assertIn("TLS", adminweb.check_exposure("tcp:21120", "t"))
-        self.assertIsNone(adminweb.check_exposure("ssl:21120:privateKey=k.pem", "t"))
+        self.assertIsNone(adminweb.check_exposure(f"ssl:21120:privateKey={pem}", "t"))
         self.assertIsNone(adminweb.check_exposure("off", None))
+
+    def test_the_built_endpoint_counts_not_the_string(self):
+        """Twisted binds the last ``interface=``, and takes it positionally too."""
+        for description in ("tcp:21120:interface=127.0.0.1:interface=0.0.0.0",
+                            "tcp:21120:0.0.0.0", "tcp:port=21120:interface=\\:\\:",
+                            "tcp:21120:interface=localhost.example.com"):
+            self.assertTrue(adminweb.is_exposed(description), description)
+            self.assertRaises(ConfigError, adminweb.check_exposure, description, None)
+        self.assertFalse(adminweb.is_exposed("tcp:21120:interface=0.0.0.0:interface=127.0.0.2"))
+
+    def test_unusable_endpoint_is_one_sentence(self):
+        for description in ("tcp:99999", "ssl:21120:privateKey=/nonexistent.pem", "bogus:1"):
+            error = self.assertRaises(ConfigError, adminweb.check_exposure, description, "t")
+            self.assertIn(repr(description), str(error))
 
 
 class AdminSiteTests(TestCase):

@@ -15,9 +15,8 @@ A half is any object with ``early_held`` (an int this class keeps),
 ``peer`` (its ``(host, port)``), ``pause_reading()`` and ``resume_reading()``.
 """
 
-from twisted.logger import Logger
-
 from ..admission import source_key
+from ..logs import Logger
 from ..logtext import LimitLog
 
 MAX_EARLY_BYTES = 64 * 1024

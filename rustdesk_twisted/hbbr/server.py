@@ -6,10 +6,12 @@ clock only, so tests drive every timeout with ``task.Clock``.
 """
 
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from ..admission import ConnectionLimits
+from ..logs import Logger
+from ..logtext import untrusted
 from ..wire.addr_mangle import try_into_v4
+from ..wire.fields import MAX_RELAY_UUID
 from ..wire.messages import kind
 from .bandwidth import BandwidthPolicy, Limiter, SessionMeter, mbit_text
 from .early import EarlyBytes
@@ -86,7 +88,7 @@ class RelayServer:
         """The accept-time blocklist check and connection count, on the TCP peer even for
         WebSocket; every True is followed by one :meth:`release` when the connection closes."""
         if self.blocklist.matches(host):
-            self.log.info("refused {host}: blocklisted", event="refused", host=host,
+            self.log.info("{host} refused: blocklisted", event="refused", host=host,
                           reason="blocklisted")
             return False
         return self.limits.admit(host)
@@ -104,7 +106,7 @@ class RelayServer:
     def refuse(self, side, reason):
         self._handshaking.pop(side, None)
         self._count("refused_" + reason.replace(" ", "_"))
-        self.log.info("refused {peer}: {reason}", event="refused", peer=_peer(side),
+        self.log.info("{peer} refused: {reason}", event="refused", peer=_peer(side),
                       reason=reason)
         side.close()
 
@@ -122,6 +124,9 @@ class RelayServer:
         uuid = request.uuid
         if not uuid:
             self.refuse(side, "empty uuid")
+            return
+        if len(uuid.encode("utf-8")) > MAX_RELAY_UUID:
+            self.refuse(side, "uuid too long")
             return
         if self.allowed is not None and not self.allowed.allows(uuid, now):
             self._hold(side, uuid, now)
@@ -154,8 +159,8 @@ class RelayServer:
             return
         side.uuid = uuid
         if partner is None:
-            self.log.info("relay request {uuid} from {peer} ({transport}), waiting",
-                          event="request", uuid=uuid, peer=_peer(side),
+            self.log.info("{peer} relay request {uuid} ({transport}), waiting",
+                          event="request", peer=_peer(side), uuid=untrusted(uuid),
                           transport="ws" if side.is_websocket else "tcp")
             return
         self._pair(partner, side, uuid, now)
@@ -168,9 +173,9 @@ class RelayServer:
         self._count("sessions")
         session.start(self.splicer)
         mode = "spliced" if session.spliced else "raw" if session.raw else "framed"
-        self.log.info("relay {uuid} paired {first} <-> {second} ({mode})",
-                      event="paired", uuid=uuid, first=_peer(first),
-                      second=_peer(second), mode=mode)
+        self.log.info("{first} <-> {second} paired relay {uuid} ({mode})",
+                      event="paired", first=_peer(first), second=_peer(second),
+                      uuid=untrusted(uuid), mode=mode)
 
     def lost(self, side, reason):
         self._handshaking.pop(side, None)
@@ -179,8 +184,8 @@ class RelayServer:
             side.session.end(reason)
         elif side.uuid is not None:
             self.pending.withdraw(side.uuid, side)
-            self.log.info("relay request {uuid} from {peer} left before pairing: {reason}",
-                          event="abandoned", uuid=side.uuid, peer=_peer(side),
+            self.log.info("{peer} relay request {uuid} left before pairing: {reason}",
+                          event="abandoned", peer=_peer(side), uuid=untrusted(side.uuid),
                           reason=reason)
 
     def session_ended(self, session, reason):
@@ -188,22 +193,22 @@ class RelayServer:
         first, second = session.first, session.second
         self._count("bytes", first.received + second.received)
         self.log.info(
-            "relay {uuid} closed ({reason}): {first} sent {first_bytes} bytes, "
-            "{second} sent {second_bytes} bytes in {duration:.1f}s",
-            event="closed", uuid=session.uuid, reason=reason, first=_peer(first),
+            "{first} <-> {second} relay {uuid} closed ({reason}): {first} sent {first_bytes} "
+            "bytes, {second} sent {second_bytes} bytes in {duration:.1f}s",
+            event="closed", uuid=untrusted(session.uuid), reason=reason, first=_peer(first),
             second=_peer(second), first_bytes=first.received, second_bytes=second.received,
             duration=self.clock.seconds() - session.started)
 
     def log_throttled(self, session, delay):
         self._count("throttled")
         limit = self.policy.limit if session.meter.capped else self.policy.single
-        self.log.info("relay {uuid} throttled at {limit}Mb/s (session) / {total}Mb/s (total)",
-                      event="throttled", uuid=session.uuid, key=session.key,
+        self.log.info("{key} relay {uuid} throttled at {limit}Mb/s (session) / {total}Mb/s "
+                      "(total)", event="throttled", uuid=untrusted(session.uuid), key=session.key,
                       limit=mbit_text(limit), total=mbit_text(self.policy.total), delay=delay)
 
     def log_capped(self, session, why):
-        self.log.info("relay {uuid} from {key} {why}: capped at {limit}Mb/s",
-                      event=why, uuid=session.uuid, key=session.key, why=why,
+        self.log.info("{key} relay {uuid} {why}: capped at {limit}Mb/s",
+                      event=why, uuid=untrusted(session.uuid), key=session.key, why=why,
                       limit=mbit_text(self.policy.limit),
                       total_bits=session.meter.total_bits,
                       elapsed_ms=session.meter.elapsed_ms)
@@ -211,8 +216,8 @@ class RelayServer:
     def sweep(self):
         now = self.clock.seconds()
         for uuid, side in self.pending.expire(now):
-            self.log.info("relay request {uuid} from {peer} timed out unpaired",
-                          event="timeout", uuid=uuid, peer=_peer(side))
+            self.log.info("{peer} relay request {uuid} timed out unpaired",
+                          event="timeout", peer=_peer(side), uuid=untrusted(uuid))
             side.uuid = None
             side.close()
         handshaking = self._handshaking

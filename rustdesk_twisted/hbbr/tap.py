@@ -15,13 +15,13 @@ import socket
 from nacl.signing import VerifyKey
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.logger import Logger
 from twisted.python import usage
 
 from .. import __version__, adminweb, logs
 from ..admission import AdmittedFactory, ConnectionLimits, DescriptorBudget
 from ..config import ConfigError, Settings, read_env_file
 from ..listeners import server_endpoint, unix_socket_in
+from ..logs import Logger
 from ..startup import ExitOnStartupError
 from ..wire.announce import DEFAULT_SKEW, KEEPALIVE_INTERVAL
 from ..wire.websocket import TrustedProxies
@@ -103,6 +103,8 @@ class Options(usage.Options):
         ["admin-token", None, None, "bearer token for /metrics and /status (default "
                                     "ADMIN_TOKEN or ADMIN_TOKEN_FILE from the environment)"],
         ["log-format", None, "text", "text or json: one JSON object per line"],
+        ["log-level", None, "info", "debug, info, warn or error: events below it are dropped "
+                                    "before they cost any output"],
     ]
     optFlags = [
         ["no-throttle", None, "turn every bandwidth limit off"],
@@ -123,6 +125,7 @@ class Options(usage.Options):
         self["directory"] = self["data-dir"] = self["data-dir"] or self["directory"] or "."
         try:
             self["log-format"] = logs.check_format(self["log-format"])
+            self["log-level"] = logs.check_level(self["log-level"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         try:
@@ -340,4 +343,5 @@ class HbbrService(MultiService):
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
+    logs.set_level(config["log-level"])
     return ExitOnStartupError("rustdesk-hbbr", HbbrService(config, reactor))

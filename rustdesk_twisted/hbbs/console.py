@@ -18,8 +18,9 @@ from datetime import datetime, timezone
 from itertools import islice
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
+from ..logs import Logger
+from ..logtext import quoted
 from ..textconsole import ConsoleFactory
 from ..wire.keys import fingerprint
 from .relays import parse_relay_list
@@ -38,6 +39,7 @@ HELP = (
     "peer-release <id>\n"
     "peer-rename <old id> <new id>\n"
     "backup <file name>\n"
+    "rendezvous-servers [<serial> <separated by ,>]\n"
 )
 PEER_LIST_PAGE = 1000
 PEER_LIST_MAX = 100_000
@@ -134,7 +136,8 @@ class HbbsConsole:
                 (("peer-list",), self._peer_list),
                 (("peer-release",), self._peer_release),
                 (("peer-rename",), self._peer_rename),
-                (("backup",), self._backup)):
+                (("backup",), self._backup),
+                (("rendezvous-servers",), self._rendezvous_servers)):
             for name in names:
                 self._commands[name] = handler
 
@@ -145,7 +148,7 @@ class HbbsConsole:
         handler = self._commands.get(next(args))
         if handler is None:
             return ""
-        self.log.info("console: {command}", command=line, event="console_command")
+        self.log.info("console: {command}", command=quoted(line, 200), event="console_command")
         return handler(args, now)
 
     def _help(self, args, now):
@@ -158,6 +161,17 @@ class HbbsConsole:
             relays.configure(parse_relay_list(arg))
             return ""
         return "".join(f"{relay}\n" for relay in relays.active)
+
+    def _rendezvous_servers(self, args, now):
+        """``rendezvous-servers [SERIAL NAME,NAME...]``: what ConfigUpdate pushes to peers."""
+        server = self.server
+        serial = next(args, None)
+        if serial is not None:
+            try:
+                server.configure(int(serial), parse_relay_list(next(args, "")))
+            except ValueError as e:
+                return f"refused: {e}\n"
+        return f"serial {server.serial}: {','.join(server.rendezvous_servers)}\n"
 
     def _reload_geo(self, args, now):
         return ""

@@ -7,6 +7,14 @@ writes, group-committed off the reactor thread.  IPs are compared in their
 plain ``a.b.c.d`` (what the official server stored before) are the same peer
 address.
 
+Ownership: the official rule, kept for RegisterPk, is that the uuid is the
+only proof that an id belongs to a machine.  A mobile-style peer's uuid is
+its public key, which any PunchHoleResponse reveals, so two things are
+tighter here: such a peer's key is never replaced (UUID_MISMATCH), and no
+peer's key is replaced while the peer is online at another address
+(TOO_FREQUENT; it is retried later).  Change-ID needs more than the uuid: a
+signature by the registered key over a challenge (``wire/ownership.py``).
+
 An accepted change is applied in memory at once, so the next decision sees
 it, and acknowledged only when its row is committed: the methods that write
 return a Deferred of their answer.  If the commit fails, the peer goes back
@@ -16,10 +24,11 @@ to the state on disk and the answer is a refusal.
 import re
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from ..admission import source_key
-from ..logtext import LimitLog, quoted
+from ..logs import Logger
+from ..logtext import LimitLog, quoted, untrusted
+from ..wire import ownership
 from ..wire.addr_mangle import is_loopback, try_into_v4
 from ..wire.rendezvous_pb2 import RegisterPkResponse
 from .limits import IpBlocker, IpChanges
@@ -39,11 +48,13 @@ class Peer:
     """One registered peer.
 
     ``address`` is where to reach it over UDP (its last registration source),
-    ``channel`` its persistent TCP/WebSocket registration, if any.
+    ``channel`` its persistent TCP/WebSocket registration, if any;
+    ``moved_until`` the end of the online window of the address it last moved
+    away from, during which its key is not replaced.
     """
 
     __slots__ = ("id", "guid", "uuid", "pk", "ip", "address", "last_reg_time",
-                 "pk_count", "pk_time", "channel", "seen_saved")
+                 "pk_count", "pk_time", "channel", "seen_saved", "moved_until")
 
     def __init__(self, peer_id, guid=b"", uuid=b"", pk=b"", ip="", last_seen=None):
         self.id = peer_id
@@ -57,6 +68,7 @@ class Peer:
         self.pk_time = _NEVER
         self.channel = None
         self.seen_saved = last_seen if last_seen is not None else _NEVER
+        self.moved_until = _NEVER
 
     def online(self, now):
         """Registered within the window, or holding a live TCP/WebSocket registration."""
@@ -116,6 +128,7 @@ class PeerRegistry:
         self.max_peers = max_peers
         self.peers = {}
         self.throttled = 0
+        self.key_changes_refused = 0
         self.limits = LimitLog(self.log)
         self._unsaved = {}
 
@@ -150,8 +163,9 @@ class PeerRegistry:
             changed = False
         if not peer.pk or changed:
             if changed and peer.pk_count <= PK_BURST:
-                self.log.info("IP change of {peer_id} from {old} to {new}", peer_id=peer_id,
-                              old=peer.ip, new=try_into_v4(host), event="ip_change")
+                self.log.info("{new} is the new address of {peer_id} (was {old})",
+                              new=try_into_v4(host), peer_id=untrusted(peer_id), old=peer.ip,
+                              event="ip_change")
             return True
         if known != address:
             peer.address = _compact(address, peer.ip)
@@ -170,9 +184,9 @@ class PeerRegistry:
         if not uuid or not pk:
             return None
         if len(peer_id.encode("utf-8")) < 6:
-            self.log.info("register {peer_id} from {ip}: {result} (id shorter than 6 bytes)",
-                          peer_id=peer_id, ip=try_into_v4(address[0]), result="UUID_MISMATCH",
-                          event="register_refused")
+            self.log.info("{ip} register {peer_id}: {result} (id shorter than 6 bytes)",
+                          ip=try_into_v4(address[0]), peer_id=untrusted(peer_id),
+                          result="UUID_MISMATCH", event="register_refused")
             return Result.UUID_MISMATCH
         ip = try_into_v4(address[0])
         if not self.ip_blocker.allow(ip, peer_id, now):
@@ -180,16 +194,21 @@ class PeerRegistry:
         peer = self.peers.get(peer_id)
         if peer is None:
             if len(self.peers) >= self.max_peers:
-                self.log.error("peer table full ({max_peers}): refusing new id {peer_id} from {ip}",
-                               max_peers=self.max_peers, peer_id=peer_id, ip=ip,
+                self.log.error("{ip} new id {peer_id} refused: peer table full ({max_peers})",
+                               ip=ip, peer_id=untrusted(peer_id), max_peers=self.max_peers,
                                event="peer_table_full")
                 return Result.SERVER_ERROR
             peer = Peer(peer_id)
         if not peer.uuid:
             changed, ip_changed = True, False
         elif peer.uuid == uuid:
-            if peer.ip != ip and peer.pk != pk:
-                return self._uuid_mismatch(peer, ip, "ip and key both changed")
+            if peer.pk != pk:
+                if peer.uuid == peer.pk:
+                    return self._uuid_mismatch(peer, ip, "new key for a uuid that is its key")
+                if peer.ip != ip:
+                    return self._uuid_mismatch(peer, ip, "ip and key both changed")
+                if self._online_elsewhere(peer, ip, now):
+                    return self._key_change_refused(peer, ip)
             ip_changed = peer.ip != ip
             changed = ip_changed or peer.pk != pk
         else:
@@ -201,6 +220,8 @@ class PeerRegistry:
             return Result.TOO_FREQUENT
         if ip_changed:
             self.ip_changes.record(peer_id, ip, now)
+            if peer.online(now):
+                peer.moved_until = now + ONLINE_WINDOW
         written = self._save(peer, uuid, pk, ip) if changed else self._pending(peer)
         peer.address = _compact(address, peer.ip)
         peer.last_reg_time = now
@@ -209,9 +230,25 @@ class PeerRegistry:
         return written.addCallback(_refused_or(Result.OK))
 
     def _uuid_mismatch(self, peer, ip, reason):
-        self.log.warn("register {peer_id} from {ip}: {result} ({reason})", peer_id=peer.id, ip=ip,
-                      result="UUID_MISMATCH", reason=reason, event="uuid_mismatch")
+        self.log.warn("{ip} register {peer_id}: {result} ({reason})", ip=ip,
+                      peer_id=untrusted(peer.id), result="UUID_MISMATCH", reason=reason,
+                      event="uuid_mismatch")
         return Result.UUID_MISMATCH
+
+    @staticmethod
+    def _online_elsewhere(peer, ip, now):
+        """Online at another IP: over a live channel, or just moved away from an online one."""
+        channel = peer.channel
+        if channel is not None and try_into_v4(channel.key[0]) != ip:
+            return True
+        return now < peer.moved_until
+
+    def _key_change_refused(self, peer, ip):
+        self.key_changes_refused += 1
+        self.log.warn("{ip} register {peer_id}: {result} (new key while the peer is online "
+                      "at another address)", ip=ip, peer_id=untrusted(peer.id),
+                      result="TOO_FREQUENT", event="key_change_refused")
+        return Result.TOO_FREQUENT
 
     def _throttle(self, peer, now):
         """At most three accepted RegisterPk per peer in a burst (section 7.1 step 6)."""
@@ -235,10 +272,11 @@ class PeerRegistry:
         peer.pk = pk
         peer.ip = ip
         if new:
-            self.log.info("new peer {peer_id} from {ip}", peer_id=peer.id, ip=ip, event="peer_added")
+            self.log.info("{ip} new peer {peer_id}", ip=ip, peer_id=untrusted(peer.id),
+                          event="peer_added")
         else:
-            self.log.info("peer {peer_id} updated: key {key_change}, ip {old_ip} -> {ip}",
-                          peer_id=peer.id, key_change="changed" if old_pk != pk else "same",
+            self.log.info("{ip} updated peer {peer_id}: key {key_change}, ip {old_ip} -> {ip}",
+                          peer_id=untrusted(peer.id), key_change="changed" if old_pk != pk else "same",
                           old_ip=old_ip, ip=ip, event="peer_updated")
         if self.store is None:
             return None
@@ -303,8 +341,12 @@ class PeerRegistry:
         self.log.debug("peer {peer_id} back to its saved state: a change could not be saved",
                        peer_id=peer.id, event="peer_not_saved")
 
-    def change_id(self, old_id, new_id, uuid, address, now):
-        """Change-ID (section 4.2 b1): rename ``old_id`` for the machine that owns it."""
+    def change_id(self, old_id, new_id, uuid, proof, challenge, address, now):
+        """Change-ID (section 4.2 b1): rename ``old_id`` for the holder of its key.
+
+        ``proof`` signs the change over ``challenge``, the nonce hbbs sent on
+        the request's connection (None if it sent none); see wire/ownership.py.
+        """
         ip = try_into_v4(address[0])
         if not ID_FORMAT.fullmatch(new_id):
             return Result.INVALID_ID_FORMAT
@@ -312,9 +354,10 @@ class PeerRegistry:
             return Result.TOO_FREQUENT
         peer = self.peers.get(old_id)
         if peer is None or not peer.guid or peer.uuid != uuid:
-            self.log.warn("change id {old_id} -> {new_id} from {ip}: {result}", old_id=old_id,
-                          new_id=new_id, ip=ip, result="UUID_MISMATCH", event="change_id_refused")
-            return Result.UUID_MISMATCH
+            return self._change_refused(ip, old_id, new_id, "not registered with this uuid")
+        if challenge is None or not ownership.verify_change_id(peer.pk, proof, challenge,
+                                                               old_id, new_id):
+            return self._change_refused(ip, old_id, new_id, "no valid proof of its key")
         if new_id == old_id:
             return Result.OK
         if new_id in self.peers:
@@ -322,11 +365,17 @@ class PeerRegistry:
         if not self._throttle(peer, now):
             return Result.TOO_FREQUENT
         written = self._move(peer, new_id)
-        self.log.info("id changed {old_id} -> {new_id} from {ip}", old_id=old_id, new_id=new_id,
-                      ip=ip, event="id_changed")
+        self.log.info("{ip} changed id {old_id} -> {new_id}", ip=ip, old_id=untrusted(old_id),
+                      new_id=untrusted(new_id), event="id_changed")
         if written is None:
             return Result.OK
         return written.addCallback(_refused_or(Result.OK))
+
+    def _change_refused(self, ip, old_id, new_id, reason):
+        self.log.warn("{ip} change id {old_id} -> {new_id}: {result} ({reason})", ip=ip,
+                      old_id=untrusted(old_id), new_id=untrusted(new_id), result="UUID_MISMATCH",
+                      reason=reason, event="change_id_refused")
+        return Result.UUID_MISMATCH
 
     def _move(self, peer, new_id):
         """Give ``peer`` the id ``new_id``; the Deferred of its commit, None without a store."""
@@ -355,7 +404,8 @@ class PeerRegistry:
             peer.channel.registered_id = None
             peer.channel.close()
             peer.channel = None
-        self.log.info("id {peer_id} released by the administrator (was {ip})", peer_id=peer_id,
+        self.log.info("id {peer_id} released by the administrator (was {ip})",
+                      peer_id=untrusted(peer_id),
                       ip=peer.ip, event="id_released")
         if self.store is None or not peer.guid:
             return True
@@ -376,8 +426,8 @@ class PeerRegistry:
         if new_id in self.peers:
             return f"{new_id} is already registered"
         written = self._move(peer, new_id)
-        self.log.info("id changed {old_id} -> {new_id} by the administrator", old_id=old_id,
-                      new_id=new_id, event="id_changed")
+        self.log.info("id changed {old_id} -> {new_id} by the administrator",
+                      old_id=untrusted(old_id), new_id=untrusted(new_id), event="id_changed")
         if written is None:
             return None
         return written.addCallback(

@@ -10,14 +10,16 @@ from the injected clock.  Flows: PROTOCOL.md sections 4.1-4.9.
 import ipaddress
 import re
 
+from nacl.utils import random as random_bytes
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from ..admission import source_key
-from ..logtext import LimitLog, quoted
-from ..wire import addr_mangle, fields, keys, messages
+from ..logs import Logger
+from ..logtext import LimitLog, quoted, untrusted
+from ..wire import addr_mangle, fields, keys, messages, ownership
 from ..wire.rendezvous_pb2 import (
     FetchLocalAddr,
+    KeyExchange,
     NatType,
     PunchHole,
     PunchHoleResponse,
@@ -38,6 +40,10 @@ DEFAULT_REQUESTS_PER_IP = 20
 DEFAULT_REQUEST_BURST_PER_CONNECTION = 3
 # Relay uuids announced to hbbr per requesting source and minute (USERS.md 1.12).
 DEFAULT_ANNOUNCES_PER_IP = 60
+# A ConfigUpdate goes to every registered peer whose serial is behind (in answer to a
+# 13-byte RegisterPeer), so the list it carries stays small.
+MAX_RENDEZVOUS_SERVERS = 8
+MAX_CONFIG_UPDATE = 512
 TOO_MANY_REQUESTS = "Too many connection requests from your address; try again in a minute"
 SIGNED_CACHE_SIZE = 65_536
 _KNOWN_NAT_TYPES = (NatType.UNKNOWN_NAT, NatType.ASYMMETRIC, NatType.SYMMETRIC)
@@ -146,6 +152,15 @@ def software_version(url):
     return found[-1] if found else ""
 
 
+def check_rendezvous_servers(serial, servers):
+    """ValueError when a ConfigUpdate of ``serial`` and ``servers`` is too big to push."""
+    size = messages.config_update(serial, list(servers)).ByteSize()
+    if len(servers) > MAX_RENDEZVOUS_SERVERS or size > MAX_CONFIG_UPDATE:
+        raise ValueError(f"rendezvous servers: at most {MAX_RENDEZVOUS_SERVERS} names and "
+                         f"{MAX_CONFIG_UPDATE} bytes in all, got {len(servers)} names in "
+                         f"{size} bytes")
+
+
 class RendezvousServer:
     """hbbs's message handling, transport-neutral."""
 
@@ -156,14 +171,16 @@ class RendezvousServer:
                  keep_alive=DEFAULT_KEEP_ALIVE, max_waiting=100_000,
                  requests_per_ip=DEFAULT_REQUESTS_PER_IP,
                  request_burst_per_connection=DEFAULT_REQUEST_BURST_PER_CONNECTION,
-                 announces_per_ip=DEFAULT_ANNOUNCES_PER_IP):
+                 announces_per_ip=DEFAULT_ANNOUNCES_PER_IP, loopback_config_update=False):
         self.registry = registry
         self.server_key = server_key
         self.relays = relays
         self.clock = clock
         self.lan = lan if lan is not None else LanRules()
-        self.serial = serial
-        self.rendezvous_servers = list(rendezvous_servers)
+        self.serial = 0
+        self.rendezvous_servers = []
+        self.configure(serial, rendezvous_servers)
+        self.loopback_config_update = loopback_config_update
         self.software_url = software_url
         self.always_use_relay = always_use_relay
         self.keep_alive = keep_alive
@@ -207,6 +224,10 @@ class RendezvousServer:
             self._register_peer(message.register_peer.id, message.register_peer.serial, address)
         elif kind == "register_pk":
             request = message.register_pk
+            if request.old_id:
+                # Change-ID needs a challenge on a connection; official clients use TCP anyway.
+                self._count("change_id_udp_ignored")
+                return
             result = self.registry.register_pk(request.id, request.uuid, request.pk, address, now)
             if result is None:
                 return
@@ -243,13 +264,37 @@ class RendezvousServer:
         return messages.wrap("configure_update",
                              messages.config_update(self.serial, self.rendezvous_servers))
 
+    def configure(self, serial, servers):
+        """Set the serial and rendezvous-server list pushed in ConfigUpdate (section 2.1).
+
+        ValueError when the list is too long to send to every peer.
+        """
+        servers = list(servers)
+        check_rendezvous_servers(serial, servers)
+        self.serial = serial
+        self.rendezvous_servers = servers
+
     def _configure_update(self, update, address):
-        if not addr_mangle.is_loopback(address[0]) or update.serial <= self.serial:
+        """The official loopback ConfigureUpdate: any local process could set what every peer
+        is sent, so it is refused unless ``--loopback-console Y`` restores it."""
+        if not addr_mangle.is_loopback(address[0]):
+            self._count("udp_ignored")
             return
-        self.serial = update.serial
-        self.rendezvous_servers = list(update.rendezvous_servers)
-        self.log.info("serial {serial}, rendezvous servers {servers}", serial=self.serial,
-                      servers=",".join(self.rendezvous_servers), event="config_update")
+        now = self.clock.seconds()
+        if not self.loopback_config_update:
+            self.limits.hit(now, "config-update-over-udp", address[0],
+                            "refused: use the console command rendezvous-servers")
+            return
+        if update.serial <= self.serial:
+            return
+        try:
+            self.configure(update.serial, update.rendezvous_servers)
+        except ValueError as e:
+            self.limits.hit(now, "config-update-size", address[0], str(e))
+            return
+        self.log.info("{ip} set serial {serial}, rendezvous servers {servers}", ip=address[0],
+                      serial=self.serial, servers=untrusted(",".join(self.rendezvous_servers)),
+                      event="config_update")
 
     def _software_update(self, update, request_length, address):
         version = software_version(self.software_url)
@@ -316,17 +361,14 @@ class RendezvousServer:
         peer = self.registry.get(peer_id)
         if peer is not None and peer.channel is channel:
             peer.channel = None
-            self.log.info("{peer_id} disconnected its {transport} registration",
-                          peer_id=peer_id, transport=channel.transport_name,
-                          event="channel_registration_closed")
+            self.log.info("{ip} closed the {transport} registration of {peer_id}",
+                          ip=channel.key[0], peer_id=untrusted(peer_id),
+                          transport=channel.transport_name, event="channel_registration_closed")
 
     def _stream_register_pk(self, channel, request, now):
+        if request.old_id:
+            return self._change_id(channel, request, now)
         if not request.pk:
-            if not request.old_id:
-                return False
-            result = self.registry.change_id(request.old_id, request.id, request.uuid,
-                                             channel.address, now)
-            _when_known(result, lambda answer: channel.send(messages.register_pk_response(answer)))
             return False
         result = self.registry.register_pk(request.id, request.uuid, request.pk,
                                            channel.address, now)
@@ -334,6 +376,38 @@ class RendezvousServer:
             return False
         _when_known(result, lambda answer: self._registered_on_channel(channel, request.id, answer))
         return True
+
+    def _change_id(self, channel, request, now):
+        """Change-ID (section 4.2 b1), only with a proof of the id's key (wire/ownership.py).
+
+        A request without proof, which is all an official client sends, is
+        answered NOT_SUPPORT (it shows "server_not_support"; it reads one
+        answer and skips at most one KeyExchange, the secure_tcp offer).  A
+        challenge follows it, and the connection stays open for the signed
+        request; the challenge is used up by that request, so a proof fits
+        only this connection.
+        """
+        if not request.pk:
+            self._count("change_id_without_proof")
+            self.log.debug("{ip} change id {old_id} -> {new_id}: NOT_SUPPORT (no proof of its "
+                           "key)", ip=channel.key[0], old_id=untrusted(request.old_id),
+                           new_id=untrusted(request.id), event="change_id_challenged")
+            channel.send(messages.register_pk_response(Result.NOT_SUPPORT))
+            channel.change_id_challenge = random_bytes(ownership.CHALLENGE_SIZE)
+            channel.send(messages.wrap("key_exchange",
+                                       KeyExchange(keys=[channel.change_id_challenge])))
+            return True
+        challenge, channel.change_id_challenge = channel.change_id_challenge, None
+        result = self.registry.change_id(request.old_id, request.id, request.uuid, request.pk,
+                                         challenge, channel.address, now)
+        _when_known(result, lambda answer: self._answer_and_close(channel, answer))
+        return True
+
+    def _answer_and_close(self, channel, result):
+        """After the commit: the answer, then the end of the one-shot connection."""
+        self._count("change_id_ok" if result == Result.OK else "change_id_refused")
+        channel.send(messages.register_pk_response(result))
+        channel.close()
 
     def _registered_on_channel(self, channel, peer_id, result):
         """TCP/WebSocket RegisterPk answered (after its commit): OK makes the channel B's."""
@@ -354,9 +428,9 @@ class RendezvousServer:
             peer.address = None
             channel.registered_id = peer_id
             channel.start_heartbeats(self.keep_alive / 2.0)
-            self.log.info("{peer_id} registered over {transport} from {ip}",
-                          peer_id=peer_id, transport=channel.transport_name,
-                          ip=channel.key[0], event="channel_registration")
+            self.log.info("{ip} registered {peer_id} over {transport}",
+                          ip=channel.key[0], peer_id=untrusted(peer_id),
+                          transport=channel.transport_name, event="channel_registration")
         channel.send(messages.register_pk_response(result, keep_alive=self.keep_alive))
 
     def _notify(self, peer, message):
@@ -399,7 +473,7 @@ class RendezvousServer:
         """Routine refusals are counted (and logged at debug); a wrong key is a warning."""
         log = self.log.warn if outcome == "LICENSE_MISMATCH" else self.log.debug
         log("{requester} {kind} {outcome} to {target}", kind=kind, outcome=outcome,
-            requester=channel.key[0], target=quoted(target), event="punch_refused")
+            requester=channel.key[0], target=untrusted(target), event="punch_refused")
         self._count(f"{kind}_{outcome}")
 
     def _park(self, channel):
@@ -449,8 +523,8 @@ class RendezvousServer:
         channel.expected_answer = (peer.id, None)
         self._count(f"punch_{outcome}")
         self.log.debug("{requester} punch {outcome} to {target} relay {relay}",
-                       outcome=outcome, requester=requester_host, target=quoted(target),
-                       relay=quoted(relay), event="punch_forwarded")
+                       outcome=outcome, requester=requester_host, target=untrusted(target),
+                       relay=untrusted(relay), event="punch_forwarded")
 
     def _request_relay(self, channel, request, now):
         """A's RequestRelay (section 4.4 d2): forward to B with A's address."""
@@ -474,8 +548,8 @@ class RendezvousServer:
         self._notify(peer, forwarded)
         channel.expected_answer = (peer.id, request.uuid)
         self._count("relay_forwarded")
-        self.log.debug("{requester} relay request {uuid} to {target}", uuid=quoted(request.uuid),
-                       requester=channel.key[0], target=quoted(request.id),
+        self.log.debug("{requester} relay request {uuid} to {target}", uuid=untrusted(request.uuid),
+                       requester=channel.key[0], target=untrusted(request.id),
                        event="relay_forwarded")
 
     def signed_pk(self, version, peer_id):

@@ -25,10 +25,10 @@ from functools import partial
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from ..logtext import quoted
+from ..logs import Logger
+from ..logtext import untrusted
 from . import dbfile
 
 # The official creation SQL, whitespace included, so that ``.schema`` of a
@@ -333,7 +333,7 @@ class PeerStore:
         if self._closing:
             self.refused_ops += 1
             self.log.error("peer store closed: refused {op} of peer {peer_id}", op=kind,
-                           peer_id=quoted(params["id"]), event="store_op_refused")
+                           peer_id=untrusted(params["id"]), event="store_op_refused")
             return fail(StoreUnavailable("the peer store is closed"))
         d = Deferred()
         self._ops.append((kind, sql, params, d))
@@ -429,7 +429,7 @@ class PeerStore:
                 self.failed_ops += 1
                 self.log.error(
                     "peer store dropped {op} of peer {peer_id} (guid {guid}): {reason}",
-                    op=kind, peer_id=quoted(params["id"]), guid=params["guid"].hex(),
+                    op=kind, peer_id=untrusted(params["id"]), guid=params["guid"].hex(),
                     reason=reason, event="store_op_dropped")
                 done.errback(StoreOpRefused(reason))
 

@@ -15,19 +15,20 @@ from twisted.application import internet, service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.python import usage
 
 from .. import __version__, adminweb, logs
 from ..admission import ConnectionLimits
 from ..config import ConfigError, layered_settings
 from ..listeners import server_endpoint, unix_socket_in
+from ..logs import Logger
 from ..startup import ExitOnStartupError
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
 from ..wire.websocket import TrustedProxies, websocket_site
 from .announce import relay_announcer
 from .console import HbbsConsole, console_factory
+from .dirlock import DataDirectoryLock
 from .limits import IpBlocker
 from .registry import PeerRegistry
 from .relays import RelayHealthCheck, RelayRotation, parse_relay_list, with_default_port
@@ -38,6 +39,7 @@ from .rendezvous import (
     DEFAULT_REQUESTS_PER_IP,
     LanRules,
     RendezvousServer,
+    check_rendezvous_servers,
 )
 from .store import PeerStore
 from .streams import (
@@ -79,10 +81,11 @@ OPTIONS = [
     ("listen-nat", None, "LISTEN-NAT", "Endpoint for the NAT test / online query (default tcp:PORT-1)."),
     ("listen-ws", None, "LISTEN-WS", "Endpoint for WebSocket rendezvous (default tcp:PORT+2)."),
     ("console", None, "CONSOLE", "Endpoint of the admin console (default "
-                                 "unix:DATA_DIR/hbbs-console.sock); a Unix socket is never "
-                                 "wider than 0600."),
+                                 "unix:DATA_DIR/hbbs-console.sock), or 'off'; a Unix socket "
+                                 "is never wider than 0600."),
     ("loopback-console", None, "LOOPBACK-CONSOLE",
-     "Y: also treat loopback peers on PORT-1 as console clients, as the official server does."),
+     "Y: also treat loopback peers on PORT-1 as console clients, and accept a loopback UDP "
+     "ConfigureUpdate, as the official server does."),
     ("trusted-proxies", None, "TRUSTED-PROXIES",
      "CIDRs whose X-Real-IP/X-Forwarded-For are believed (default 127.0.0.0/8,::1)."),
     ("keep-alive", None, "KEEP-ALIVE",
@@ -111,6 +114,8 @@ OPTIONS = [
      "Bearer token for /metrics and /status; required when --admin is not loopback."),
     ("admin-token-file", None, "ADMIN-TOKEN-FILE", "File holding ADMIN-TOKEN."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
+    ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error: events below it "
+                                     "are dropped before they cost any output."),
 ]
 
 
@@ -167,6 +172,10 @@ class HbbsConfig:
         self.local_ip = settings.get("LOCAL-IP") or ""
         self.serial = settings.integer("SERIAL", 0)
         self.rendezvous_servers = parse_relay_list(settings.get("RENDEZVOUS-SERVERS"))
+        try:
+            check_rendezvous_servers(self.serial, self.rendezvous_servers)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.software_url = settings.get("SOFTWARE-URL") or ""
         self.always_use_relay = str(settings.get("ALWAYS-USE-RELAY") or "").upper() == "Y"
         self.keep_alive = settings.integer("KEEP-ALIVE", DEFAULT_KEEP_ALIVE, minimum=5, maximum=3600)
@@ -202,6 +211,7 @@ class HbbsConfig:
         self.admin_warning = adminweb.check_exposure(self.admin_endpoint, self.admin_token)
         try:
             self.log_format = logs.check_format(settings.get("LOG-FORMAT"))
+            self.log_level = logs.check_level(settings.get("LOG-LEVEL"))
         except ValueError as e:
             raise ConfigError(str(e)) from None
         udp = settings.get("LISTEN-UDP") or str(self.port)
@@ -263,10 +273,12 @@ class HbbsService(service.MultiService):
         self.store = None
         self.health = None
         self.udp = None
+        self.lock = None
 
     def startService(self):
         """Examine the database first (reading only), so that a file we must refuse leaves
-        nothing behind, not even a new key; then bind, then open the database: nothing is
+        nothing behind, not even a new key; then lock the data directory (one hbbs per
+        directory); then bind, then open the database: nothing is
         processed before the reactor runs, and a listener that cannot bind must not leave
         the store's writer thread behind.  The loaded peers are frozen out of the garbage
         collector, whose full passes over a large table would otherwise stall the UDP
@@ -274,6 +286,15 @@ class HbbsService(service.MultiService):
         config = self.config
         self.store = PeerStore(config.db_url, self.reactor)
         self.store.examine()
+        self.lock = DataDirectoryLock(config.data_dir)
+        self.lock.acquire()
+        try:
+            self._start(config)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _start(self, config):
         server_key = keyfiles.hbbs_server_key(config.key_option, config.data_dir)
         blocker = IpBlocker(config.ip_limit_per_minute, config.ip_limit_ids, config.ip_limit_exempt)
         registry = PeerRegistry(self.store, blocker, max_peers=config.max_peers)
@@ -285,7 +306,8 @@ class HbbsService(service.MultiService):
             software_url=config.software_url, always_use_relay=config.always_use_relay,
             keep_alive=config.keep_alive, requests_per_ip=config.requests_per_ip,
             request_burst_per_connection=config.request_burst,
-            announces_per_ip=config.announces_per_ip)
+            announces_per_ip=config.announces_per_ip,
+            loopback_config_update=config.loopback_console)
         if config.relay_announce:
             self._announce_to_relays(server_key)
         self._build_listeners()
@@ -348,8 +370,9 @@ class HbbsService(service.MultiService):
             (config.ws_endpoint, websocket_site(
                 RendezvousWebSocketFactory(server, reactor, config.trusted, limits),
                 config.max_frame, reactor)),
-            (config.console_endpoint, console),
         ]
+        if config.console_endpoint != "off":
+            listeners.append((config.console_endpoint, console))
         if config.admin_endpoint != "off":
             listeners.append((config.admin_endpoint, adminweb.hbbs_site(
                 self, _RelayProbe(reactor), reactor, config.admin_token)))
@@ -404,6 +427,8 @@ class HbbsService(service.MultiService):
                                ("websocket", config.ws_endpoint),
                                ("console", config.console_endpoint),
                                ("admin http", config.admin_endpoint)):
+            if endpoint == "off":
+                continue
             log.info("Listening on {what} {endpoint}", what=what, endpoint=endpoint,
                      event="banner")
         log.info("Relay servers: {relays}", relays=",".join(config.relays) or
@@ -424,7 +449,12 @@ class HbbsService(service.MultiService):
             self.server.registry.save_all_seen(self.reactor.seconds())
             return self.store.close().addCallback(lambda _: result)
 
-        return d.addCallback(close_store)
+        def unlock(result):
+            if self.lock is not None:
+                self.lock.release()
+            return result
+
+        return d.addCallback(close_store).addBoth(unlock)
 
 
 class _Timer(internet.TimerService):
@@ -448,4 +478,5 @@ def makeService(options, reactor=None):
         config = build_config(options)
     except ConfigError as e:
         raise SystemExit(f"rustdesk-hbbs: {e}")
+    logs.set_level(config.log_level)
     return ExitOnStartupError("rustdesk-hbbs", HbbsService(config, reactor), config.log_format)

@@ -3,8 +3,8 @@
 No KeyExchange is ever sent here: clients skip secure_tcp on WebSocket.
 """
 
-from twisted.logger import Logger
 
+from ..logs import Logger
 from ..wire.websocket import client_address, size_guard
 from .streams import ChannelSession
 

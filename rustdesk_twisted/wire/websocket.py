@@ -9,7 +9,7 @@ size guard stops a client from making us buffer an endless message.
 
 import ipaddress
 
-from twisted.logger import Logger
+from ..logs import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Site
