@@ -44,7 +44,9 @@ class ConnectionLimits:
 
     log = Logger()
 
-    def __init__(self, clock, max_total=65_536, max_per_ip=256, name="connections-per-ip",
+    MAX_TOTAL = 65_536
+
+    def __init__(self, clock, max_total=MAX_TOTAL, max_per_ip=256, name="connections-per-ip",
                  budget=None, cost=1):
         self.clock = clock
         self.max_total = max_total

@@ -12,6 +12,8 @@ from rustdesk_twisted.hbbs import tap
 from rustdesk_twisted.startup import ExitOnStartupError
 from rustdesk_twisted.wire import keys
 
+from .test_admission import FakeLimits
+
 
 def config(**values):
     return tap.HbbsConfig(Settings({}, [("test", values)]))
@@ -128,6 +130,18 @@ class ServiceTests(unittest.TestCase):
         self.assertIn("db_v2.sqlite3", text)
         self.assertIn("UDP receive buffer", text)
         return service.stopService()
+
+    def test_descriptor_limit_raised_and_in_banner(self):
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        _, service = self.make(ADMIN="off")
+        service.rlimits = FakeLimits(1024, 4096)
+        service.startService()
+        self.addCleanup(service.stopService)
+        text = "\n".join(e["log_format"].format(**e) for e in events
+                         if e.get("event") == "banner")
+        self.assertIn("Descriptors: soft limit raised from 1024 to 4096; at most 3840 "
+                      "TCP/WebSocket connections", text)
+        self.assertEqual(service.descriptors.budget.total, 4096 - 256)
 
     def test_malformed_key_is_fatal_with_a_message(self):
         directory, service = self.make()

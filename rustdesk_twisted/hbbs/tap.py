@@ -9,6 +9,7 @@ reads configuration only; keys, the database and sockets open in
 
 import gc
 import os
+import resource
 import socket
 
 from twisted.application import internet, service
@@ -18,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
 
 from .. import __version__, adminweb, logs
-from ..admission import ConnectionLimits
+from ..admission import ConnectionLimits, DescriptorBudget
 from ..config import ConfigError, layered_settings
 from ..listeners import server_endpoint, unix_socket_in
 from ..logs import Logger
@@ -259,16 +260,20 @@ class HbbsService(service.MultiService):
     """hbbs as one service: keys, database, controller and listeners.
 
     ``descriptors``, a :class:`~rustdesk_twisted.admission.BudgetShare`, is
-    hbbs's part of a descriptor budget shared with hbbr in one process.
+    hbbs's part of a descriptor budget shared with hbbr in one process (its own
+    budget when alone); ``rlimits`` is the ``resource`` module, or a stand-in in
+    tests.
     """
 
     log = Logger()
 
-    def __init__(self, config, reactor, descriptors=None):
+    def __init__(self, config, reactor, descriptors=None, rlimits=resource):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.descriptors = descriptors
+        self.descriptors = descriptors if descriptors is not None else (
+            DescriptorBudget().share("hbbs"))
+        self.rlimits = rlimits
         self.server = None
         self.store = None
         self.health = None
@@ -310,6 +315,7 @@ class HbbsService(service.MultiService):
             loopback_config_update=config.loopback_console)
         if config.relay_announce:
             self._announce_to_relays(server_key)
+        self.descriptors.budget.open(self.rlimits)
         self._build_listeners()
         self._start_children()
         try:
@@ -422,6 +428,10 @@ class HbbsService(service.MultiService):
                      wanted=config.rmem, event="banner")
         elif granted is not None:
             log.info("UDP receive buffer: {granted} bytes", granted=granted, event="banner")
+        log.info("Descriptors: {limit}; at most {connections} TCP/WebSocket connections",
+                 limit=self.descriptors.budget.banner(),
+                 connections=min(self.descriptors.available(), ConnectionLimits.MAX_TOTAL),
+                 event="banner")
         for what, endpoint in (("tcp rendezvous", config.tcp_endpoint),
                                ("tcp NAT test / online", config.nat_endpoint),
                                ("websocket", config.ws_endpoint),
