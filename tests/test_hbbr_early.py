@@ -18,7 +18,7 @@ EARLY = bytes(range(256)) * 1200  # 300 KB
 class Kernel:
     """Bytes a client has sent that the server has not read yet, handed to the server
     protocol a read (64 KiB) at a time while its transport is not paused, as the
-    reactor does."""
+    reactor does; a connection the server closes is lost at the next pump."""
 
     def __init__(self, factory):
         self.factory = factory
@@ -41,6 +41,7 @@ class Kernel:
             for protocol, pieces in list(self.unread.items()):
                 if protocol.transport.disconnecting:
                     del self.unread[protocol]
+                    protocol.connectionLost(None)
                 elif pieces and protocol.transport.producerState == "producing":
                     protocol.dataReceived(self._read(pieces))
                     moved = True
@@ -127,10 +128,15 @@ class LonelyHalvesTests(SynchronousTestCase):
     def test_pair_still_works_and_gets_every_byte(self):
         first = self.halves[0]
         self.assertEqual(first.transport.producerState, "paused")
-        partner = self.kernel.connect("198.51.100.1", frame_request("uuid-0"))
+        self.assertTrue(self.relay.early.full)
+        reply = b"partner's own early bytes"
+        partner = self.kernel.connect("198.51.100.1", frame_request("uuid-0"), reply)
         self.kernel.pump()
         self.assertIsNotNone(first.session)
+        self.assertFalse(partner.transport.disconnecting,
+                         "a newcomer completing a pair is no lonely half, full or not")
         self.assertEqual(partner.transport.value(), EARLY)
+        self.assertEqual(first.transport.value(), reply)
         self.assertEqual(first.early_held, 0)
         self.assertLessEqual(self.relay.early.held, self.relay.early.total + READ_SIZE)
 
@@ -139,7 +145,6 @@ class LonelyHalvesTests(SynchronousTestCase):
         before = early.held
         for half in self.halves[:100]:
             half.transport.loseConnection()
-            half.connectionLost(None)
         self.kernel.pump()
         self.assertLess(early.held, before + READ_SIZE)
         self.assertGreater(sum(h.early_held > 0 for h in self.halves[100:]), 0)

@@ -8,8 +8,9 @@ reading; as bytes leave (a pair forms, a half goes) waiting halves resume in
 arrival order, only as many as the room allows one read each.  So the halves
 hold at most ``total`` plus one read, each at most ``per_half`` plus one read.
 The kernel keeps the rest, and the peer's TCP window slows it down; only a
-newcomer whose RequestRelay came with more bytes while the halves are full is
-closed, because those bytes are read already.
+newcomer left waiting whose RequestRelay came with more bytes while the halves
+are full is closed, because those bytes are read already.  One that completes
+a pair never waits, so it is never refused.
 
 A half is any object with ``early_held`` (an int this class keeps),
 ``peer`` (its ``(host, port)``), ``pause_reading()`` and ``resume_reading()``.

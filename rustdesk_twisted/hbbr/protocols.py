@@ -99,11 +99,13 @@ class TcpRelayProtocol(Protocol):
         payload, consumed = first
         self._early = self._head[consumed:]
         self._head = None
+        self.server.request(self, parse(payload))
+        # Only a half left waiting (not refused, not paired at once) holds early bytes.
+        if self._early is None or self.transport.disconnecting:
+            return
         if not self.server.early.join(self, len(self._early)):
             self._early = None
             self.transport.loseConnection()
-            return
-        self.server.request(self, parse(payload))
 
     def begin_relay(self, session, partner):
         """Switch to relaying; returns the bytes that arrived after RequestRelay."""
