@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rustdesk_twisted.hbbr.protocols import EARLY_MAX, FIRST_FRAME_MAX, RELAY_FRAME_MAX
 
 from .test_hbbr_support import Harness, request_relay
-from .test_websocket_support import frame
+from .websocket_wire import frame
 
 
 class RelayMessageSizeTests(SynchronousTestCase):

@@ -22,6 +22,8 @@ from rustdesk_twisted.wire.websocket import (
     websocket_site,
 )
 
+from .websocket_wire import UPGRADE, frame, masked_frame, upgrade
+
 
 class ForwardedAddressTests(SynchronousTestCase):
     def test_official_parse(self):
@@ -49,25 +51,6 @@ class TrustedProxiesTests(SynchronousTestCase):
         self.assertIn("2001:db8::7", trusted)
         self.assertNotIn("127.0.0.1", trusted)
         self.assertRaises(ValueError, TrustedProxies, ["nonsense"])
-
-
-def frame(payload_length, opcode=2, fin=True, masked=True):
-    """A frame header announcing ``payload_length`` bytes (RFC 6455 section 5.2)."""
-    first = (0x80 if fin else 0) | opcode
-    mask = 0x80 if masked else 0
-    if payload_length < 126:
-        head = bytes([first, mask | payload_length])
-    elif payload_length < 1 << 16:
-        head = bytes([first, mask | 126]) + payload_length.to_bytes(2, "big")
-    else:
-        head = bytes([first, mask | 127]) + payload_length.to_bytes(8, "big")
-    return head + (b"\x01\x02\x03\x04" if masked else b"")
-
-
-def masked_frame(payload, opcode=2, fin=True):
-    key = b"\x01\x02\x03\x04"
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return frame(len(payload), opcode, fin) + body
 
 
 class FrameHeadersTests(SynchronousTestCase):
@@ -103,14 +86,6 @@ class FrameHeadersTests(SynchronousTestCase):
         stream = b"".join(frame(n) + bytes(n) for n in lengths)
         cuts = sorted({c for c in cuts if c < len(stream)})
         self.assertEqual(self.sizes(stream, cuts), lengths)
-
-
-UPGRADE = (b"GET /ws/id HTTP/1.1\r\nHost: hbbs\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
-
-
-def upgrade(*headers):
-    return UPGRADE + b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n"
 
 
 class _App:
