@@ -14,13 +14,13 @@ of the moment is refused before its payload is buffered.
 
 import ipaddress
 
-from ..logs import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.websocket import WebSocketResource
 
 from ..admission import ConnectionLimits, source_key
+from ..logs import Logger
 from ..logtext import LimitLog
 
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
