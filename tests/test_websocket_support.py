@@ -22,6 +22,7 @@ from rustdesk_twisted.wire.websocket import (
     websocket_site,
 )
 
+from .test_hbbr_support import WsPeer
 from .websocket_wire import UPGRADE, frame, masked_frame, upgrade
 
 
@@ -88,39 +89,15 @@ class FrameHeadersTests(SynchronousTestCase):
         self.assertEqual(self.sizes(stream, cuts), lengths)
 
 
-class _App:
-    """The application side of one WebSocket: records what the listener delivers."""
-
-    def __init__(self, request):
-        self.address = guard_of(request).address
-        self.messages = []
-        self.lost = False
-
-    def negotiationStarted(self, transport):
-        pass
-
-    def negotiationFinished(self):
-        pass
-
-    def bytesMessageReceived(self, data):
-        self.messages.append(bytes(data))
-
-    def textMessageReceived(self, text):
-        self.messages.append(text)
-
-    def pongReceived(self, payload):
-        pass
-
-    def connectionLost(self, reason):
-        self.lost = True
-
-
 class _Apps:
+    """The application side: one WsPeer per upgrade, with the address the guard gave it."""
+
     def __init__(self):
         self.built = []
 
     def buildProtocol(self, request):
-        app = _App(request)
+        app = WsPeer()
+        app.address = guard_of(request).address
         self.built.append(app)
         return app
 
