@@ -128,7 +128,7 @@ class HbbsWebSocketLiveTests(_Live):
                             for c in cut), sorted(c.lasted for c in cut))
         text = yield self.scrape(self.port + 4)
         self.assertEqual(metric(text, "rustdesk_hbbs_websocket_refused_total",
-                                "connections-per-ip"), 250)
+                                "connections"), 250)
         self.assertEqual(metric(text, "rustdesk_hbbs_websocket_refused_total",
                                 "websocket-handshake-timeout"), 50)
         output = self.process.output.decode()

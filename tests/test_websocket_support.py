@@ -189,7 +189,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertIsNotNone(listener.connect("192.0.2.2"))
         first[0].connectionLost(Failure(ConnectionDone()))
         self.assertIsNotNone(listener.connect("192.0.2.1"))
-        self.assertEqual(listener.admission.limit_log.hits, {"connections-per-ip": 1})
+        self.assertEqual(listener.admission.limit_log.hits, {"connections": 1})
         self.assertEqual(self.limit_lines(),
                          ["192.0.2.1 limit connections-per-ip reached: 2 open from it"])
 

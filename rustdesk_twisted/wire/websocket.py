@@ -151,12 +151,15 @@ class FrameHeaders:
 class WebSocketAdmission:
     """Who may open a WebSocket connection and for how long it may take to upgrade.
 
-    ``limits`` counts connections per source from accept.  A trusted proxy
-    is counted in ``proxy_limits`` instead, and once a request's head names
-    the client behind it, the client is counted in ``limits`` like a direct
-    one.  ``admit(host)``, if given, is asked first (a blocklist).  Limit
-    hits of the WebSocket layer are counted in ``limit_log.hits`` and logged
-    once per source and minute.
+    ``limits`` counts connections per source from accept (anything with
+    ``admit(host)`` and ``release(host)``, such as a ConnectionLimits, which
+    logs its own refusals).  A trusted proxy is counted in ``proxy_limits``
+    instead, and once a request's head names the client behind it, the
+    client is counted in ``limits`` like a direct one.  ``admit(host)``, if
+    given, is asked first (a blocklist).  Limit hits of the WebSocket layer
+    are counted in ``limit_log.hits`` (refusals by ``limits`` as
+    ``connections``, by ``proxy_limits`` as ``connections-per-proxy``) and
+    the layer's own limits are logged once per source and minute.
     """
 
     log = Logger()
@@ -181,17 +184,18 @@ class WebSocketAdmission:
         """True, and counted, when a TCP peer may connect."""
         if self.admit is not None and not self.admit(host):
             return False
-        return self._count(self._limits_for(host), host)
+        if host in self.trusted:
+            return self._count(self.proxy_limits, "connections-per-proxy", host)
+        return self._count(self.limits, "connections", host)
 
     def forwarded(self, host):
         """True, and counted, when the client a trusted proxy forwards may connect."""
-        return self._count(self.limits, host)
+        return self._count(self.limits, "connections", host)
 
-    def _count(self, limits, host):
+    def _count(self, limits, name, host):
         if limits.admit(host):
             return True
-        total = limits.total >= limits.max_total
-        self.limit_log.count("connections-total" if total else limits.name)
+        self.limit_log.count(name)
         return False
 
     def release(self, host, forwarded_host):
