@@ -21,6 +21,11 @@ from .hbbr import tap as hbbr_tap
 from .hbbr.announce import AllowedUuids
 from .hbbs import tap as hbbs_tap
 from .wire import keys
+from .wire.websocket import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_PROXY,
+    DEFAULT_MAX_REQUEST_HEAD,
+)
 
 
 class Options(usage.Options):
@@ -45,6 +50,15 @@ class Options(usage.Options):
                                 "unix:DATA_DIR/hbbs-console.sock)"],
         ["relay-console", None, None, "endpoint of the hbbr console, or 'off' (default "
                                       "unix:DATA_DIR/hbbr-console.sock)"],
+        ["max-connections-per-proxy", None, None, "WebSocket connections of both servers from "
+                                                  "one trusted proxy (default "
+                                                  f"{DEFAULT_MAX_CONNECTIONS_PER_PROXY})"],
+        ["handshake-timeout", None, None, "seconds from accept within which a WebSocket "
+                                          "connection must complete its upgrade (default "
+                                          f"{DEFAULT_HANDSHAKE_TIMEOUT})"],
+        ["max-request-head", None, None, "bytes a WebSocket connection may send before its "
+                                         "upgrade (default "
+                                         f"{DEFAULT_MAX_REQUEST_HEAD})"],
     ]
     optFlags = [
         ["announced-only", None, "hbbr pairs only relay uuids this hbbs brokered in the last "
@@ -66,7 +80,8 @@ def _unix(directory, name):
 def hbbs_options(options):
     parsed = hbbs_tap.Options()
     argv = []
-    for name in ("port", "bind", "key", "relay-servers", "data-dir", "console"):
+    for name in ("port", "bind", "key", "relay-servers", "data-dir", "console",
+                 "max-connections-per-proxy", "handshake-timeout", "max-request-head"):
         if options[name] is not None:
             argv += [f"--{name}", options[name]]
     parsed.parseOptions(argv)
@@ -81,6 +96,9 @@ def hbbr_options(options, config):
             "--console", options["relay-console"] or _unix(config.data_dir, "hbbr-console.sock")]
     if config.bind:
         argv += ["--bind", config.bind]
+    argv += ["--max-connections-per-proxy", str(config.max_per_proxy),
+             "--handshake-timeout", str(config.handshake_timeout),
+             "--max-request-head", str(config.max_request_head)]
     parsed = hbbr_tap.Options()
     parsed.parseOptions(argv)
     return parsed

@@ -49,6 +49,7 @@ class _Store:
 
 class _Service:
     announce_gate = None
+    websocket_admission = None
 
     def __init__(self, server, store):
         self.server = server

@@ -22,7 +22,14 @@ from ..config import ConfigError, Settings, read_env_file
 from ..logs import Logger
 from ..startup import ExitOnStartupError
 from ..wire.announce import DEFAULT_SKEW, KEEPALIVE_INTERVAL
-from ..wire.websocket import TrustedProxies
+from ..admission import ConnectionLimits
+from ..wire.websocket import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_PROXY,
+    DEFAULT_MAX_REQUEST_HEAD,
+    TrustedProxies,
+    WebSocketAdmission,
+)
 from ..wire.keys import (
     announce_public_key,
     fingerprint,
@@ -44,6 +51,8 @@ from .protocols import TcpRelayFactory, relay_site
 from .server import RelayServer
 
 DEFAULT_PORT = 21117
+# A relay session is two connections, and a big NAT puts many clients behind one address.
+DEFAULT_MAX_CONNECTIONS_PER_IP = 1024
 BACKLOG = 1024
 ENV_FILE_KEYS = {"PORT", "BIND", "KEY", "SINGLE-BANDWIDTH", "TOTAL-BANDWIDTH", "LIMIT-SPEED",
                  "DOWNGRADE-THRESHOLD", "DOWNGRADE-START-CHECK", "THROTTLE"}
@@ -73,6 +82,16 @@ class Options(usage.Options):
          f"hbbs's {KEEPALIVE_INTERVAL:g} s keepalive)", float],
         ["trusted-proxies", None, "127.0.0.0/8,::1",
          "comma-separated CIDRs whose X-Real-IP/X-Forwarded-For headers are believed"],
+        ["max-connections-per-ip", None, DEFAULT_MAX_CONNECTIONS_PER_IP,
+         "simultaneous WebSocket connections from one source (IPv4 address or IPv6 /64), "
+         "counted from accept; behind a trusted proxy, per forwarded client", int],
+        ["max-connections-per-proxy", None, DEFAULT_MAX_CONNECTIONS_PER_PROXY,
+         "simultaneous WebSocket connections from one trusted proxy", int],
+        ["handshake-timeout", None, DEFAULT_HANDSHAKE_TIMEOUT,
+         "seconds from accept within which a WebSocket connection must complete its upgrade",
+         int],
+        ["max-request-head", None, DEFAULT_MAX_REQUEST_HEAD,
+         "bytes a WebSocket connection may send before its upgrade", int],
         ["data-dir", None, None, "directory shared with hbbs: .env, id_ed25519 and list "
                                  "files (default: .)"],
         ["directory", None, None, "old name of --data-dir"],
@@ -110,9 +129,11 @@ class Options(usage.Options):
             self["trusted-proxies"] = TrustedProxies(self["trusted-proxies"].split(","))
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxies: {e}") from None
-        for name in ("announce-skew", "announce-first-line-timeout", "announce-idle-timeout"):
+        for name in ("announce-skew", "announce-first-line-timeout", "announce-idle-timeout",
+                     "max-connections-per-ip", "max-connections-per-proxy", "handshake-timeout",
+                     "max-request-head"):
             if not self[name] > 0:
-                raise usage.UsageError(f"--{name} must be a positive number of seconds")
+                raise usage.UsageError(f"--{name} must be a positive number")
         if self["announce-idle-timeout"] <= KEEPALIVE_INTERVAL:
             raise usage.UsageError(f"--announce-idle-timeout must exceed hbbs's keepalive "
                                    f"interval ({KEEPALIVE_INTERVAL:g} s)")
@@ -184,6 +205,7 @@ class HbbrService(MultiService):
         self.allowed = allowed
         self.relay = None
         self.announce_gate = None
+        self.websocket_admission = None
 
     def _settings(self, directory):
         env_file = {name: value for name, value in
@@ -226,8 +248,15 @@ class HbbrService(MultiService):
                       TcpRelayFactory(relay))]
         websocket = options["websocket"] or tcp_description(ws_port, bind)
         if websocket != "off":
+            self.websocket_admission = WebSocketAdmission(
+                self.reactor,
+                ConnectionLimits(self.reactor, max_per_ip=options["max-connections-per-ip"]),
+                options["trusted-proxies"],
+                ConnectionLimits(self.reactor, max_per_ip=options["max-connections-per-proxy"],
+                                 name="connections-per-proxy"),
+                options["handshake-timeout"], options["max-request-head"], admit=relay.admit)
             listeners.append(("websocket", with_backlog(websocket),
-                              relay_site(relay, options["trusted-proxies"], self.reactor)))
+                              relay_site(relay, self.websocket_admission)))
         if options["console"] and options["console"] != "off":
             listeners.append(("console", with_backlog(options["console"]),
                               console_factory(relay)))
