@@ -26,6 +26,11 @@ from .hbbr.early import MAX_EARLY_BYTES, MAX_EARLY_BYTES_TOTAL
 from .hbbr.server import MAX_CONNECTIONS_PER_IP
 from .hbbs import tap as hbbs_tap
 from .wire import keys
+from .wire.websocket import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_PROXY,
+    DEFAULT_MAX_REQUEST_HEAD,
+)
 
 
 HBBS_SHARE = 4
@@ -66,6 +71,15 @@ class Options(usage.Options):
         ["hbbs-descriptors", None, None, "descriptors kept for hbbs's connections however "
                                          "busy the relay is (default a quarter of the "
                                          "descriptor budget)", int],
+        ["max-connections-per-proxy", None, None, "WebSocket connections of both servers from "
+                                                  "one trusted proxy (default "
+                                                  f"{DEFAULT_MAX_CONNECTIONS_PER_PROXY})"],
+        ["handshake-timeout", None, None, "seconds from accept within which a WebSocket "
+                                          "connection must complete its upgrade (default "
+                                          f"{DEFAULT_HANDSHAKE_TIMEOUT})"],
+        ["max-request-head", None, None, "bytes a WebSocket connection may send before its "
+                                         "upgrade (default "
+                                         f"{DEFAULT_MAX_REQUEST_HEAD})"],
     ]
     optFlags = [
         ["announced-only", None, "hbbr pairs only relay uuids this hbbs brokered in the last "
@@ -85,7 +99,8 @@ class Options(usage.Options):
 def hbbs_options(options):
     parsed = hbbs_tap.Options()
     argv = []
-    for name in ("port", "bind", "key", "relay-servers", "data-dir", "console"):
+    for name in ("port", "bind", "key", "relay-servers", "data-dir", "console",
+                 "max-connections-per-proxy", "handshake-timeout", "max-request-head"):
         if options[name] is not None:
             argv += [f"--{name}", options[name]]
     parsed.parseOptions(argv)
@@ -104,6 +119,9 @@ def hbbr_options(options, config):
     for name in RELAY_PASSED_ON:
         if options["relay-" + name] is not None:
             argv += ["--" + name, options["relay-" + name]]
+    argv += ["--max-connections-per-proxy", str(config.max_per_proxy),
+             "--handshake-timeout", str(config.handshake_timeout),
+             "--max-request-head", str(config.max_request_head)]
     parsed = hbbr_tap.Options()
     parsed.parseOptions(argv)
     return parsed

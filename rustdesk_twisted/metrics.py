@@ -35,6 +35,15 @@ def _gauge(name, doc, value):
     return GaugeMetricFamily(name, doc, value=value)
 
 
+def _websocket_refusals(name, service):
+    """WebSocket connections refused or aborted by the listener's guard, by limit."""
+    admission = service.websocket_admission
+    hits = admission.limit_log.hits if admission is not None else {}
+    return _counter(name, "WebSocket connections refused at accept or aborted before their "
+                    "payload was read (request head, handshake deadline, message size), by "
+                    "limit.", ["limit"], (((limit,), hits[limit]) for limit in sorted(hits)))
+
+
 class HbbsCollector:
     """hbbs: peers, registrations, punch and relay requests, limits, WebSocket, database.
 
@@ -98,6 +107,7 @@ class HbbsCollector:
                        samples=[((), opened)])
         yield _gauge("rustdesk_hbbs_websocket_connections_open", "WebSocket connections open.",
                      opened - counters.get(WEBSOCKET[1], 0))
+        yield _websocket_refusals("rustdesk_hbbs_websocket_refused", self.service)
         yield _gauge("rustdesk_hbbs_relays_active", "Configured relays currently usable.",
                      len(server.relays.active))
         yield _gauge("rustdesk_hbbs_relays_configured", "Relays configured.",
@@ -169,6 +179,7 @@ class HbbrCollector:
             yield _gauge("rustdesk_hbbr_descriptors_budget", "Descriptors all connections of "
                          "this process may hold (the descriptor limit minus a reserve).",
                          budget.budget.total)
+        yield _websocket_refusals("rustdesk_hbbr_websocket_refused", self.service)
         gate = self.service.announce_gate
         if gate is not None:
             counts = gate.counts

@@ -15,7 +15,8 @@ from rustdesk_twisted.client.rendezvous import (
     split_host_port,
 )
 from rustdesk_twisted.hbbr.protocols import TcpRelayFactory, relay_site
-from rustdesk_twisted.wire.websocket import TrustedProxies
+from rustdesk_twisted.admission import ConnectionLimits
+from rustdesk_twisted.wire.websocket import TrustedProxies, WebSocketAdmission
 from rustdesk_twisted.hbbr.server import RelayServer
 from rustdesk_twisted.wire import keys, messages
 from rustdesk_twisted.wire.framing import encode_frame
@@ -37,7 +38,8 @@ class RelayedScenario(Scenario):
         self.relay = RelayServer(self.clock, licence=KEY)
         host = self.network.add_host(RELAY_IP)
         host.listen_tcp(21117, TcpRelayFactory(self.relay))
-        host.listen_tcp(21119, relay_site(self.relay, TrustedProxies(["127.0.0.1"])))
+        host.listen_tcp(21119, relay_site(self.relay, WebSocketAdmission(
+            self.clock, ConnectionLimits(self.clock), TrustedProxies(["127.0.0.1"]))))
 
     def controlled(self, *args, **options):
         options.setdefault("key", KEY)

@@ -85,14 +85,13 @@ class JailTests(unittest.TestCase):
             for _ in range(5):
                 f.write(_line(ATTACKER, f'limit ids-per-day reached: 300/day, id "x {VICTIM} "'))
                 f.write(_line(VICTIM, 'new peer "123456789"'))
-        for _ in range(100):
-            status = self.client("status", "rustdesk").stdout
-            if ATTACKER in status:
+        for _ in range(250):  # the ban shows in the status, then in nftables
+            status, rules = self.client("status", "rustdesk").stdout, self.ruleset()
+            if ATTACKER in status and ATTACKER in rules:
                 break
             yield deferLater(reactor, 0.2, lambda: None)
         self.assertIn(ATTACKER, status, status + open(f"{self.directory}/f2b.log").read())
         self.assertNotIn(VICTIM, status)
-        rules = self.ruleset()
         self.assertIn(ATTACKER, rules)
         self.assertNotIn(VICTIM, rules)
         self.assertIn("meta l4proto { tcp, udp }", rules)

@@ -30,7 +30,7 @@ from rustdesk_twisted.hbbs.websocket import RendezvousWebSocketFactory
 from rustdesk_twisted.wire import addr_mangle, keys, messages, ownership, secure
 from rustdesk_twisted.wire import rendezvous_pb2 as pb
 from rustdesk_twisted.wire.framing import encode_frame
-from rustdesk_twisted.wire.websocket import TrustedProxies, websocket_site
+from rustdesk_twisted.wire.websocket import WebSocketAdmission, websocket_site
 
 from rustdesk_twisted.client import (
     CLIENT_VERSION,
@@ -91,8 +91,9 @@ class Hbbs:
         self.host.listen_tcp(21116, self.tcp)
         self.host.listen_tcp(21115, RendezvousTCPFactory(
             self.server, clock, offer_secure=False, limits=limits, protocol_class=NatTestTCP))
-        self.websocket = RendezvousWebSocketFactory(self.server, clock, TrustedProxies(), limits)
-        self.host.listen_tcp(21118, websocket_site(self.websocket, 64 * 1024, reactor=clock))
+        self.websocket = RendezvousWebSocketFactory(self.server, clock)
+        self.host.listen_tcp(21118, websocket_site(
+            self.websocket, WebSocketAdmission(clock, limits), 64 * 1024))
         self.address = ServerAddress(SERVER_IP)
         self.clock = clock
 

@@ -94,7 +94,7 @@ class LiveHbbsTests(unittest.TestCase):
     def setUp(self):
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
-        self.port = free_port_block((-1, 0, 2))
+        self.port = free_port_block((-1, 0, 2, 4))
         console = tempfile.mkdtemp(prefix="hbbs")
         self.addCleanup(shutil.rmtree, console)
         self.process = yield start_twistd(

@@ -51,6 +51,7 @@ class _Store:
 class _Service:
     announce_gate = None
     announce_limits = None
+    websocket_admission = None
 
     def __init__(self, server, store):
         self.server = server

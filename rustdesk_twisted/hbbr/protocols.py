@@ -12,10 +12,9 @@ from wsproto.utilities import LocalProtocolError
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 
-from ..admission import AdmittedFactory
 from ..wire.framing import FrameDecoder, FrameTooLarge, encode_header
 from ..wire.messages import parse
-from ..wire.websocket import client_address, size_guard, websocket_site
+from ..wire.websocket import guard_of, websocket_site
 from .pipe import Reader
 
 FIRST_FRAME_MAX = 64 * 1024
@@ -192,12 +191,13 @@ class WsRelayProtocol:
 
     is_websocket = True
 
-    def __init__(self, server, peer, guard=None):
+    def __init__(self, server, peer, guard):
         self.server = server
         self.peer = peer
-        # The connection's MessageSizeGuard: told of every complete message, so
-        # that it limits one message, not the whole session (it cut every
-        # WebSocket session after 64 MiB before).
+        # The connection's WebSocketGuard checks every frame header against
+        # FIRST_FRAME_MAX for the RequestRelay, EARLY_MAX while it waits for
+        # its partner (reading pauses past that much anyway), then
+        # RELAY_FRAME_MAX once paired.
         self.guard = guard
         self.session = None
         self.partner = None
@@ -222,8 +222,6 @@ class WsRelayProtocol:
         self.server.connected(self)
 
     def bytesMessageReceived(self, data):
-        if self.guard is not None:
-            self.guard.message_done()
         if type(data) is not bytes:
             data = bytes(data)
         forward = self._forward
@@ -238,14 +236,10 @@ class WsRelayProtocol:
                 self.transport.pauseProducing()
             return
         self._requested = True
-        if len(data) > FIRST_FRAME_MAX:
-            self.server.refuse(self, "first message too large")
-            return
+        self.guard.limit = EARLY_MAX
         self.server.request(self, parse(data))
 
     def textMessageReceived(self, text):
-        if self.guard is not None:
-            self.guard.message_done()
         self.activity += 1
 
     def pongReceived(self, payload):
@@ -254,6 +248,7 @@ class WsRelayProtocol:
     def begin_relay(self, session, partner):
         self.session = session
         self.partner = partner
+        self.guard.limit = RELAY_FRAME_MAX
         self._forward = self._relay
         early, self._early = self._early, []
         return early
@@ -301,17 +296,15 @@ class WsRelayProtocol:
 class WsRelayFactory:
     """Builds a :class:`WsRelayProtocol` per upgraded request."""
 
-    def __init__(self, server, trusted):
+    def __init__(self, server):
         self.server = server
-        self.trusted = trusted
 
     def buildProtocol(self, request):
-        return WsRelayProtocol(self.server, client_address(request, self.trusted),
-                               size_guard(request))
+        guard = guard_of(request)
+        return WsRelayProtocol(self.server, guard.address, guard)
 
 
-def relay_site(server, trusted, reactor=None):
-    """The WebSocket listener; refuses blocklisted TCP peers before any HTTP, and counts
-    connections per source from accept."""
-    return AdmittedFactory(websocket_site(WsRelayFactory(server, trusted), RELAY_FRAME_MAX,
-                                          reactor), server)
+def relay_site(server, admission):
+    """The WebSocket listener: ``admission`` (a WebSocketAdmission asking ``server.admit``,
+    the blocklist, first) counts connections from accept and bounds the handshake."""
+    return websocket_site(WsRelayFactory(server), admission, FIRST_FRAME_MAX)

@@ -84,14 +84,18 @@ class RelayServer:
         """Apply a console change of TOTAL_BANDWIDTH to the global limiter now."""
         self.total_limiter.rate = self.policy.total_limiter_rate()
 
-    def admit(self, host):
-        """The accept-time blocklist check and connection count, on the TCP peer even for
-        WebSocket; every True is followed by one :meth:`release` when the connection closes."""
+    def unblocked(self, host):
+        """The accept-time blocklist check, on the TCP peer even for WebSocket."""
         if self.blocklist.matches(host):
             self.log.info("{host} refused: blocklisted", event="refused", host=host,
                           reason="blocklisted")
             return False
-        return self.limits.admit(host)
+        return True
+
+    def admit(self, host):
+        """:meth:`unblocked` and counted in ``limits``; every True is followed by one
+        :meth:`release` when the connection closes."""
+        return self.unblocked(host) and self.limits.admit(host)
 
     def release(self, host):
         self.limits.release(host)

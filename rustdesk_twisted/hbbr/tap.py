@@ -24,7 +24,13 @@ from ..listeners import server_endpoint, unix_socket_in
 from ..logs import Logger
 from ..startup import ExitOnStartupError
 from ..wire.announce import DEFAULT_SKEW, KEEPALIVE_INTERVAL
-from ..wire.websocket import TrustedProxies
+from ..wire.websocket import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_PROXY,
+    DEFAULT_MAX_REQUEST_HEAD,
+    TrustedProxies,
+    WebSocketAdmission,
+)
 from ..wire.keys import (
     announce_public_key,
     fingerprint,
@@ -80,8 +86,9 @@ class Options(usage.Options):
          f"seconds of silence after which an announce connection is closed (more than "
          f"hbbs's {KEEPALIVE_INTERVAL:g} s keepalive)", float],
         ["max-connections-per-ip", None, MAX_CONNECTIONS_PER_IP,
-         "relay connections (TCP and WebSocket, counted from accept) one IP, or one IPv6 /64, "
-         "may hold open; a session is two", int],
+         "relay connections (TCP and WebSocket together, counted from accept) one source "
+         "(IPv4 address or IPv6 /64) may hold open; a session is two; behind a trusted proxy, "
+         "per forwarded client", int],
         ["max-connections", None, None,
          "relay connections open at once in all (default: what the descriptor limit allows, "
          "see the startup banner)", int],
@@ -95,6 +102,13 @@ class Options(usage.Options):
          "is read until pairs form", int],
         ["trusted-proxies", None, "127.0.0.0/8,::1",
          "comma-separated CIDRs whose X-Real-IP/X-Forwarded-For headers are believed"],
+        ["max-connections-per-proxy", None, DEFAULT_MAX_CONNECTIONS_PER_PROXY,
+         "simultaneous WebSocket connections from one trusted proxy", int],
+        ["handshake-timeout", None, DEFAULT_HANDSHAKE_TIMEOUT,
+         "seconds from accept within which a WebSocket connection must complete its upgrade",
+         int],
+        ["max-request-head", None, DEFAULT_MAX_REQUEST_HEAD,
+         "bytes a WebSocket connection may send before its upgrade", int],
         ["data-dir", None, None, "directory shared with hbbs: .env, id_ed25519 and list "
                                  "files (default: .)"],
         ["directory", None, None, "old name of --data-dir"],
@@ -132,14 +146,15 @@ class Options(usage.Options):
             self["trusted-proxies"] = TrustedProxies(self["trusted-proxies"].split(","))
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxies: {e}") from None
-        for name in ("max-connections-per-ip", "max-connections",
-                     "announce-max-connections-per-ip", "max-early-bytes",
+        for name in ("max-connections", "announce-max-connections-per-ip", "max-early-bytes",
                      "max-early-bytes-total"):
             if self[name] is not None and self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
-        for name in ("announce-skew", "announce-first-line-timeout", "announce-idle-timeout"):
+        for name in ("announce-skew", "announce-first-line-timeout", "announce-idle-timeout",
+                     "max-connections-per-ip", "max-connections-per-proxy", "handshake-timeout",
+                     "max-request-head"):
             if not self[name] > 0:
-                raise usage.UsageError(f"--{name} must be a positive number of seconds")
+                raise usage.UsageError(f"--{name} must be a positive number")
         if self["announce-idle-timeout"] <= KEEPALIVE_INTERVAL:
             raise usage.UsageError(f"--announce-idle-timeout must exceed hbbs's keepalive "
                                    f"interval ({KEEPALIVE_INTERVAL:g} s)")
@@ -218,6 +233,7 @@ class HbbrService(MultiService):
         self.relay = None
         self.announce_gate = None
         self.announce_limits = None
+        self.websocket_admission = None
 
     def _settings(self, directory):
         env_file = {name: value for name, value in
@@ -268,8 +284,14 @@ class HbbrService(MultiService):
                       TcpRelayFactory(relay))]
         websocket = options["websocket"] or tcp_description(ws_port, bind)
         if websocket != "off":
+            self.websocket_admission = WebSocketAdmission(
+                self.reactor, limits, options["trusted-proxies"],
+                ConnectionLimits(self.reactor, max_per_ip=options["max-connections-per-proxy"],
+                                 name="connections-per-proxy", budget=self.descriptors),
+                options["handshake-timeout"], options["max-request-head"],
+                admit=relay.unblocked)
             listeners.append(("websocket", with_backlog(websocket),
-                              relay_site(relay, options["trusted-proxies"], self.reactor)))
+                              relay_site(relay, self.websocket_admission)))
         console = options["console"] or unix_socket_in(directory, "hbbr-console.sock")
         if console != "off":
             listeners.append(("console", with_backlog(console), console_factory(relay)))

@@ -26,7 +26,14 @@ from ..logs import Logger
 from ..startup import ExitOnStartupError
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
-from ..wire.websocket import TrustedProxies, websocket_site
+from ..wire.websocket import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_PROXY,
+    DEFAULT_MAX_REQUEST_HEAD,
+    TrustedProxies,
+    WebSocketAdmission,
+    websocket_site,
+)
 from .announce import relay_announcer
 from .console import HbbsConsole, console_factory
 from .dirlock import DataDirectoryLock
@@ -99,6 +106,15 @@ OPTIONS = [
     ("max-peers", None, "MAX-PEERS", "Bound of the peer table (default 4000000)."),
     ("max-connections-per-ip", None, "MAX-CONNECTIONS-PER-IP",
      "Simultaneous TCP/WebSocket connections per IP (default 256)."),
+    ("max-connections-per-proxy", None, "MAX-CONNECTIONS-PER-PROXY",
+     "Simultaneous WebSocket connections from one trusted proxy; the clients behind it count "
+     f"per IP from their forwarded address (default {DEFAULT_MAX_CONNECTIONS_PER_PROXY})."),
+    ("handshake-timeout", None, "HANDSHAKE-TIMEOUT",
+     "Seconds from accept within which a WebSocket connection must complete its upgrade "
+     f"(default {DEFAULT_HANDSHAKE_TIMEOUT})."),
+    ("max-request-head", None, "MAX-REQUEST-HEAD",
+     f"Bytes a WebSocket connection may send before its upgrade (default "
+     f"{DEFAULT_MAX_REQUEST_HEAD})."),
     ("requests-per-ip", None, "REQUESTS-PER-IP",
      "PunchHoleRequest/RequestRelay per second from one IP (IPv6: one /64), bursts of three "
      "times that, before TOO_MANY_REQUESTS (default 20)."),
@@ -187,6 +203,12 @@ class HbbsConfig:
         self.ip_limit_exempt = _split(settings.get("IP-LIMIT-EXEMPT"))
         self.max_peers = settings.integer("MAX-PEERS", 4_000_000, minimum=1)
         self.max_per_ip = settings.integer("MAX-CONNECTIONS-PER-IP", 256, minimum=1)
+        self.max_per_proxy = settings.integer("MAX-CONNECTIONS-PER-PROXY",
+                                              DEFAULT_MAX_CONNECTIONS_PER_PROXY, minimum=1)
+        self.handshake_timeout = settings.integer("HANDSHAKE-TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT,
+                                                  minimum=1)
+        self.max_request_head = settings.integer("MAX-REQUEST-HEAD", DEFAULT_MAX_REQUEST_HEAD,
+                                                 minimum=1024)
         self.requests_per_ip = settings.integer("REQUESTS-PER-IP", DEFAULT_REQUESTS_PER_IP,
                                                 minimum=1)
         self.request_burst = settings.integer("REQUEST-BURST-PER-CONNECTION",
@@ -279,6 +301,7 @@ class HbbsService(service.MultiService):
         self.health = None
         self.udp = None
         self.lock = None
+        self.websocket_admission = None
 
     def startService(self):
         """Examine the database first (reading only), so that a file we must refuse leaves
@@ -365,6 +388,11 @@ class HbbsService(service.MultiService):
         config, server, reactor = self.config, self.server, self.reactor
         limits = ConnectionLimits(reactor, max_per_ip=config.max_per_ip,
                                   budget=self.descriptors)
+        self.websocket_admission = WebSocketAdmission(
+            reactor, limits, config.trusted,
+            ConnectionLimits(reactor, max_per_ip=config.max_per_proxy,
+                             name="connections-per-proxy", budget=self.descriptors),
+            config.handshake_timeout, config.max_request_head)
         console = console_factory(HbbsConsole(server), reactor)
         nat = RendezvousTCPFactory(server, reactor, config.max_frame, offer_secure=False,
                                    limits=limits, protocol_class=NatTestTCP)
@@ -373,9 +401,8 @@ class HbbsService(service.MultiService):
                                                        limits=limits)),
             (config.nat_endpoint, _LoopbackConsoleGate(nat, console) if config.loopback_console
              else nat),
-            (config.ws_endpoint, websocket_site(
-                RendezvousWebSocketFactory(server, reactor, config.trusted, limits),
-                config.max_frame, reactor)),
+            (config.ws_endpoint, websocket_site(RendezvousWebSocketFactory(server, reactor),
+                                                self.websocket_admission, config.max_frame)),
         ]
         if config.console_endpoint != "off":
             listeners.append((config.console_endpoint, console))
