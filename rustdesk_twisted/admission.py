@@ -197,8 +197,7 @@ class AdmittedFactory(WrappingFactory):
 
     ``admission`` has ``admit(host)`` and ``release(host)`` (a
     :class:`ConnectionLimits`, or a server that also checks a blocklist).
-    For listeners whose protocol cannot release by itself because it only
-    exists after a handshake (WebSocket) or that are not ours.
+    For listeners whose protocol does not count itself (hbbr's announce port).
     """
 
     protocol = _Counted
