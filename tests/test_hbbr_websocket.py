@@ -4,6 +4,7 @@ the limit of the side's state (RequestRelay 64 KiB, waiting for the partner 256 
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from rustdesk_twisted.hbbr.early import EarlyBytes
 from rustdesk_twisted.hbbr.protocols import EARLY_MAX, FIRST_FRAME_MAX, RELAY_FRAME_MAX
 
 from .test_hbbr_support import Harness, request_relay
@@ -62,3 +63,27 @@ class RelayMessageSizeTests(SynchronousTestCase):
         self.h.flush()
         self.assertFalse(server_transport.disconnecting)
         self.assertEqual(len(self.h.server.pending), 1)
+
+
+class WebSocketEarlyBytesTests(SynchronousTestCase):
+    """A lonely WebSocket half's early messages count in the relay's early-bytes bounds."""
+
+    def test_waiting_halves_are_held_to_the_per_half_bound_then_pair(self):
+        h = Harness()
+        h.server.early = EarlyBytes(h.reactor, per_half=100_000)
+        a, _, _, a_server = h.ws()
+        a.transport.sendBytesMessage(request_relay("ws-early"))
+        for _ in range(5):
+            a.transport.sendBytesMessage(b"e" * 60_000)
+        h.flush()
+        early = h.server.early
+        self.assertLess(early.held, 100_000 + EARLY_MAX)
+        self.assertGreaterEqual(early.held, 100_000)
+        self.assertEqual(early.limit_log.hits, {"early-bytes": 1})
+        self.assertFalse(a_server.disconnecting)
+
+        b, _, _, _ = h.ws()
+        b.transport.sendBytesMessage(request_relay("ws-early"))
+        h.flush()
+        self.assertEqual(early.held, 0)
+        self.assertEqual(sum(len(m) for m in b.messages), 5 * 60_000)

@@ -210,7 +210,8 @@ class WsRelayProtocol:
         self.lost = False
         self._requested = False
         self._early = []
-        self._early_size = 0
+        self._waiting = False
+        self.early_held = 0
         self._forward = None
 
     def negotiationStarted(self, transport):
@@ -231,13 +232,18 @@ class WsRelayProtocol:
         self.activity += 1
         if self._requested:
             self._early.append(data)
-            self._early_size += len(data)
-            if self._early_size > EARLY_MAX:
-                self.transport.pauseProducing()
+            if self._waiting:
+                self.server.early.add(self, len(data))
             return
         self._requested = True
         self.guard.limit = EARLY_MAX
         self.server.request(self, parse(data))
+        # Left waiting (not refused, not paired at once): its early messages count in the
+        # relay's early-bytes bounds, as a TCP half's do.
+        if self.session is None and not self.lost and \
+                not getattr(self.transport, "disconnecting", False):
+            self._waiting = True
+            self.server.early.join(self, 0)
 
     def textMessageReceived(self, text):
         self.activity += 1
@@ -250,8 +256,14 @@ class WsRelayProtocol:
         self.partner = partner
         self.guard.limit = RELAY_FRAME_MAX
         self._forward = self._relay
+        self._stop_waiting()
         early, self._early = self._early, []
         return early
+
+    def _stop_waiting(self):
+        if self._waiting:
+            self._waiting = False
+            self.server.early.leave(self)
 
     def deliver_early(self, early):
         for payload in early:
@@ -289,6 +301,7 @@ class WsRelayProtocol:
 
     def connectionLost(self, reason):
         self.lost = True
+        self._stop_waiting()
         if self.reader is not None:
             self.server.lost(self, _describe(reason))
 
