@@ -24,13 +24,15 @@ import time
 from . import harness, punch, registration, relay
 from .harness import Row
 
-SCENARIOS = ("registration", "memory", "punch", "relay")
+SCENARIOS = ("registration", "register-new", "memory", "punch", "relay")
 
 
 def run(scenario, build, args):
     runs = 1 if args.quick else args.runs
     if scenario == "registration":
         return registration.rate_rows(build, runs, args.quick, args.hbbs)
+    if scenario == "register-new":
+        return registration.register_new_rows(build, runs, args.quick, args.hbbs)
     if scenario == "memory":
         if args.hbbs:
             return [Row("registration", "hbbs RSS per registered peer", "B/peer",

@@ -15,6 +15,8 @@ RegisterPeer (from 4000 source ports), so each record holds a live address and
 registration time.  RSS per peer = (RSS - RSS of an hbbs with no peers) / N.
 """
 
+import collections
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -197,3 +199,146 @@ def memory_rows(build, runs, quick, sizes=None):
                         per_peer[size], f"empty hbbs {base / 2**20:.1f} MiB",
                         f"total RSS {total:.0f} MiB; db pre-populated, one RegisterPeer each"))
     return rows
+
+
+NEW_FULL_LADDER = [2_000, 4_000, 6_000, 8_000, 10_000, 12_500, 15_000, 17_500, 20_000, 25_000,
+                   30_000, 40_000, 50_000]
+NEW_QUICK_LADDER = [200, 500]
+# RegisterPk per source address: the official limits are 30 a minute and 300 ids a day per IP.
+PER_SOURCE = 25
+TARGET = 20_000  # issue 9, item 1
+SQLITE_BATCH = 1000
+
+
+def new_ladder(udpload, target, pid, rates, seconds, prefix, answer, first_source):
+    """Offer RegisterPk of new ids at each rate until one is not held (``answer``: the
+    field that must reach 99.9 % of ``sent``: ``ok`` for hbbs, ``answered`` for a
+    baseline).  Returns the highest rate held, the cores there, the totals of every step
+    and the next unused source number."""
+    host, port = harness.split_target(target)
+    found = {"held": 0, "server_cores": None, "gen_cores": None, "sources": 0}
+    totals = dict.fromkeys(("sent", "ok", "too_frequent", "refused"), 0)
+    for index, rate in enumerate(rates):
+        with CpuMeter(pid) if pid else contextlib.nullcontext() as meter:
+            step = harness.run_helper([udpload, "new", host, str(port), f"{prefix}x{index}s",
+                                       str(PER_SOURCE), str(first_source), str(seconds),
+                                       str(rate)], timeout=seconds + 60)[0]
+        first_source += int(step["sources"])
+        for key in totals:
+            totals[key] += int(step[key])
+        if step[answer] < (1 - LOSS_LIMIT / 100) * step["sent"] or step["achieved"] < 0.97 * rate:
+            break
+        found.update(held=rate, gen_cores=step["gen_cpu"], sources=int(step["sources"]),
+                     server_cores=meter.cores if meter else None)
+    return found, totals, first_source
+
+
+def rows_named(path, prefix):
+    """Rows of ``db_v2.sqlite3`` whose id starts with ``prefix``, read-only while hbbs runs."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("select count(*) from peer where id like ? || '%'",
+                            (prefix,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def sqlite_insert_rate(seconds):
+    """Rows/s of hbbs's own INSERT into a fresh file like hbbs's (WAL, synchronous=full),
+    ``SQLITE_BATCH`` rows per commit: what the disk and SQLite allow without any server."""
+    from rustdesk_twisted.hbbs.store import _INSERT, LAST_SEEN_SCHEMA, OFFICIAL_SCHEMA
+
+    directory = tempfile.mkdtemp(prefix="rdb")
+    conn = sqlite3.connect(os.path.join(directory, "db_v2.sqlite3"), isolation_level=None)
+    try:
+        conn.execute("pragma journal_mode=wal")
+        conn.execute("pragma synchronous=full")
+        conn.executescript(OFFICIAL_SCHEMA + LAST_SEEN_SCHEMA)
+        written, elapsed, batch = 0, 0.0, 0
+        while elapsed < seconds:
+            rows = [{"guid": os.urandom(16), "id": f"q{batch}_{k}", "uuid": os.urandom(16),
+                     "pk": os.urandom(32), "ip": "127.16.0.1"} for k in range(SQLITE_BATCH)]
+            started = time.perf_counter()
+            conn.execute("begin immediate")
+            conn.executemany(_INSERT, rows)
+            conn.execute("commit")
+            elapsed += time.perf_counter() - started
+            written += SQLITE_BATCH
+            batch += 1
+        return written / elapsed
+    finally:
+        conn.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def register_new_rows(build, runs, quick, hbbs_target=None, server_pid=None):
+    """Highest rate of new RegisterPk acknowledged after commit: hbbs and baselines."""
+    udpload = harness.compile_helper("udpload", build)
+    rates = NEW_QUICK_LADDER if quick else NEW_FULL_LADDER
+    seconds = 0.5 if quick else 1.5
+    names = ("c", "twisted", "hbbs")
+    samples = {name: [] for name in names + ("sqlite",)}
+    cores = {name: [] for name in names}
+    totals = collections.Counter()
+    checked = {"acked": 0, "rows": 0}
+    first_source = 0
+    for run in range(runs):
+        for name in names:
+            server = None
+            if name == "hbbs":
+                server, target = ((None, hbbs_target) if hbbs_target
+                                  else harness.start_hbbs()[:2])
+                pid = server.pid if server else server_pid
+            else:
+                server = EchoServer([udpload, "echo"] if name == "c" else
+                                    [sys.executable, "-m", "bench.udpecho"])
+                target, pid = server.target, server.pid
+            prefix = f"n{os.getpid() % 1000}r{run}{name[0]}"
+            try:
+                found, counts, first_source = new_ladder(
+                    udpload, target, pid, rates, seconds, prefix,
+                    "ok" if name == "hbbs" else "answered", first_source)
+                if name == "hbbs":
+                    totals.update(counts)
+                    if server:
+                        checked["acked"] += counts["ok"]
+                        checked["rows"] += rows_named(
+                            os.path.join(server.directory, "db_v2.sqlite3"), prefix)
+            finally:
+                if server:
+                    server.stop()
+            samples[name].append(found["held"])
+            cores[name].append(found)
+        samples["sqlite"].append(sqlite_insert_rate(0.5 if quick else 2.0))
+
+    def note(name):
+        server_cores = harness.median([c["server_cores"] for c in cores[name]])
+        gen_cores = harness.median([c["gen_cores"] for c in cores[name]])
+        sources = harness.median([c["sources"] for c in cores[name]])
+        fmt = lambda v: "?" if v is None else f"{v:.2f}"
+        return (f"at that rate: server {fmt(server_cores)} cores, generator {fmt(gen_cores)} "
+                f"cores, {sources or 0:.0f} source addresses")
+
+    if hbbs_target:
+        verified = "rows not counted: the database of a server given with --hbbs is not ours"
+    else:
+        verified = (f"{checked['acked']} OK answers, {checked['rows']} of their ids are rows of "
+                    f"db_v2.sqlite3" + ("" if checked["rows"] >= checked["acked"]
+                                        else " — ACKNOWLEDGED BUT NOT STORED"))
+    refusals = (f"{totals['too_frequent']} TOO_FREQUENT and {totals['refused']} other refusals "
+                f"of {totals['sent']} sent, none counted as acked")
+    sqlite = harness.median(samples["sqlite"])
+    base = harness.median(samples["c"])
+    return [
+        Row("register-new", "new RegisterPk/s acked after commit, ≥ 99.9 % OK: hbbs", "msg/s",
+            samples["hbbs"], f"target {TARGET}; C ceiling {base:.0f}; sqlite alone {sqlite:.0f}",
+            f"{note('hbbs')}, ≤ {PER_SOURCE} ids each, the official per-IP limits on; "
+            f"{verified}; {refusals}"),
+        Row("register-new", "… baseline: same load, C recvmmsg/sendmmsg answerer (ceiling)",
+            "msg/s", samples["c"], "", note("c")),
+        Row("register-new", "… baseline: same load, Twisted DatagramProtocol answerer, "
+                            "no parsing", "msg/s", samples["twisted"], "", note("twisted")),
+        Row("register-new", f"… baseline: sqlite alone, hbbs's INSERT, {SQLITE_BATCH} rows per "
+                            "commit (WAL, synchronous=full)", "rows/s", samples["sqlite"], "",
+            "in the bench's process, no server"),
+    ]
