@@ -39,9 +39,10 @@ class EchoServer:
     """A baseline UDP answerer: ``udpload echo`` (C) or ``bench.udpecho`` (Twisted)."""
 
     def __init__(self, command):
-        self.port = harness.free_port_block((0,))
+        self.host = harness.settings.bind_host
+        self.port = harness.free_port_block((0,), self.host)
         env = dict(os.environ, PYTHONPATH=harness.ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.process = subprocess.Popen(command + [str(self.port)], stdout=subprocess.PIPE,
+        self.process = subprocess.Popen(command + [str(self.port), self.host], stdout=subprocess.PIPE,
                                         stdin=subprocess.DEVNULL, env=env, cwd=harness.ROOT)
         if b"ready" not in self.process.stdout.readline():
             raise RuntimeError(f"{command} did not start")
@@ -52,11 +53,16 @@ class EchoServer:
 
     @property
     def target(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def stop(self):
         self.process.terminate()
         self.process.wait()
+
+
+def sockets_for(peers):
+    """One socket, so one source address, per peer unless --source-addresses says fewer."""
+    return min(peers, harness.settings.sources or peers)
 
 
 def ladder(udpload, target, pid, rates, seconds, peers, prefix):
@@ -68,7 +74,8 @@ def ladder(udpload, target, pid, rates, seconds, peers, prefix):
         if meter:
             meter.__enter__()
         step = harness.run_helper([udpload, "peer", host, str(port), prefix, str(peers),
-                                   str(peers), str(seconds), str(rate)], timeout=seconds + 60)[0]
+                                   str(sockets_for(peers)), str(seconds), str(rate)],
+                                  timeout=seconds + 60)[0]
         if meter:
             meter.__exit__()
         if step["lost_pct"] >= LOSS_LIMIT or step["achieved"] < 0.97 * rate:
@@ -80,10 +87,13 @@ def ladder(udpload, target, pid, rates, seconds, peers, prefix):
 
 def register_peers(udpload, target, peers, prefix):
     host, port = harness.split_target(target)
-    result = harness.run_helper([udpload, "pk", host, str(port), prefix, str(peers), str(peers),
-                                 "3000"], timeout=120)[0]
-    if result["answered"] < peers:
-        raise RuntimeError(f"only {result['answered']:.0f} of {peers} RegisterPk answered")
+    result = harness.run_helper([udpload, "pk", host, str(port), prefix, str(peers),
+                                 str(sockets_for(peers)), "3000"], timeout=120)[0]
+    if result["ok"] < peers:
+        raise RuntimeError(f"only {result['ok']:.0f} of {peers} RegisterPk answered OK "
+                           f"({result['too_frequent']:.0f} TOO_FREQUENT, {result['refused']:.0f} "
+                           f"other refusals, {peers - result['answered']:.0f} unanswered) from "
+                           f"{result['sources']:.0f} source addresses")
 
 
 def rate_rows(build, runs, quick, hbbs_target=None):
@@ -103,7 +113,7 @@ def rate_rows(build, runs, quick, hbbs_target=None):
             elif name == "hbbs":
                 server, target = ((None, hbbs_target) if hbbs_target
                                   else harness.start_hbbs("--rmem", "0")[:2])
-                pid = server.pid if server else None
+                pid = server.pid if server else harness.settings.hbbs_pid
             else:
                 command = ([udpload, "echo"] if name == "c" else
                            [sys.executable, "-m", "bench.udpecho"])
@@ -183,7 +193,8 @@ def memory_rows(build, runs, quick, sizes=None):
             try:
                 host, port = harness.split_target(target)
                 harness.run_helper([udpload, "peer", host, str(port), "m", str(size),
-                                    str(min(size, 4000)), "0", "40000"], timeout=600)
+                                    str(sockets_for(min(size, 4000))), "0", "40000"],
+                                   timeout=600)
                 time.sleep(0.5)
                 rss = server.rss()
             finally:
@@ -201,6 +212,30 @@ def memory_rows(build, runs, quick, sizes=None):
     return rows
 
 
+def external_memory_rows(build, target, pid, sizes):
+    """RSS growth of a server given with --hbbs and --server-pid, per peer registered through
+    it: new ids by RegisterPk at ``MEMORY_RATE``/s from fresh sources, ≤ 25 ids each."""
+    udpload = harness.compile_helper("udpload", build)
+    host, port = harness.split_target(target)
+    rows, first_source = [], 0
+    for size in sizes:
+        before = harness.rss_bytes(pid)
+        step = harness.run_helper([udpload, "new", host, str(port), f"e{os.getpid() % 1000}z",
+                                   str(PER_SOURCE), str(first_source), str(size / MEMORY_RATE),
+                                   str(MEMORY_RATE)], timeout=size / MEMORY_RATE + 120)[0]
+        first_source += int(step["sources"])
+        time.sleep(0.5)
+        after = harness.rss_bytes(pid)
+        rows.append(Row("registration", f"server RSS per registered peer, {size:,} new peers",
+                        "B/peer", [(after - before) / max(step["ok"], 1)],
+                        f"server RSS before {before / 2**20:.1f} MiB",
+                        f"pid {pid}, total {after / 2**20:.0f} MiB; {step['ok']:.0f} OK of "
+                        f"{step['sent']:.0f} RegisterPk, {step['too_frequent']:.0f} "
+                        f"TOO_FREQUENT, {step['refused']:.0f} other refusals; one run"))
+    return rows
+
+
+MEMORY_RATE = 2_000
 NEW_FULL_LADDER = [2_000, 4_000, 6_000, 8_000, 10_000, 12_500, 15_000, 17_500, 20_000, 25_000,
                    30_000, 40_000, 50_000]
 NEW_QUICK_LADDER = [200, 500]
@@ -271,7 +306,7 @@ def sqlite_insert_rate(seconds):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def register_new_rows(build, runs, quick, hbbs_target=None, server_pid=None):
+def register_new_rows(build, runs, quick, hbbs_target=None):
     """Highest rate of new RegisterPk acknowledged after commit: hbbs and baselines."""
     udpload = harness.compile_helper("udpload", build)
     rates = NEW_QUICK_LADDER if quick else NEW_FULL_LADDER
@@ -288,7 +323,7 @@ def register_new_rows(build, runs, quick, hbbs_target=None, server_pid=None):
             if name == "hbbs":
                 server, target = ((None, hbbs_target) if hbbs_target
                                   else harness.start_hbbs()[:2])
-                pid = server.pid if server else server_pid
+                pid = server.pid if server else harness.settings.hbbs_pid
             else:
                 server = EchoServer([udpload, "echo"] if name == "c" else
                                     [sys.executable, "-m", "bench.udpecho"])

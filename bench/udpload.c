@@ -3,7 +3,8 @@
  *   udpload pk   HOST PORT PREFIX COUNT SOCKETS RATE
  *   udpload peer HOST PORT PREFIX COUNT SOCKETS SECONDS RATE[,RATE...]
  *   udpload new  HOST PORT PREFIX PER_SOURCE FIRST_SOURCE SECONDS RATE[,RATE...]
- *   udpload echo PORT      (the C ceiling: answers every datagram with 3a 00)
+ *   udpload echo PORT [HOST]   (the C ceiling: answers every datagram with 3a 00; HOST
+ *                              default 127.0.0.1)
  *
  * Peer i has the id PREFIX<i> and always sends from socket i % SOCKETS, so its
  * registered address stays the same.  Socket s is bound to its own source address,
@@ -222,13 +223,13 @@ static void step(int pk, const char *prefix, unsigned long long count, double ra
 
 /* The ceiling: one thread answering every datagram with RegisterPeerResponse{} (3a 00),
  * 64 datagrams per recvmmsg/sendmmsg.  Runs until killed; prints "ready". */
-static _Noreturn void echo_server(int port) {
+static _Noreturn void echo_server(int port, const char *host) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     if (fd < 0) die("socket");
     int size = 4 << 20;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(port)};
-    local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (inet_pton(AF_INET, host, &local.sin_addr) != 1) die("echo HOST");
     if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) die("bind");
     printf("ready\n");
     fflush(stdout);
@@ -259,7 +260,8 @@ static _Noreturn void echo_server(int port) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 3 && strcmp(argv[1], "echo") == 0) echo_server(atoi(argv[2]));
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "echo") == 0)
+        echo_server(atoi(argv[2]), argc == 4 ? argv[3] : "127.0.0.1");
     int pk = argc == 8 && strcmp(argv[1], "pk") == 0;
     int peer = argc == 9 && strcmp(argv[1], "peer") == 0;
     int fresh = argc == 9 && strcmp(argv[1], "new") == 0;
@@ -295,7 +297,7 @@ int main(int argc, char **argv) {
         char step_prefix[64];
         int index = 0;
         for (char *rate = strtok(argv[8], ","); rate; rate = strtok(NULL, ","), index++) {
-            unsigned long long count = (unsigned long long)(atof(rate) * seconds);
+            unsigned long long count = (unsigned long long)(atof(rate) * seconds + 0.5);
             unsigned long long sources = (count + per_source - 1) / per_source;
             if (count < 1 || sources > 60000) {
                 fprintf(stderr, "udpload: RATE * SECONDS must be 1..%llu\n", 60000 * per_source);
