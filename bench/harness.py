@@ -33,7 +33,9 @@ class Settings:
     addresses of 127.0.0.0/8 each generator spreads its connections and datagrams over
     (None: each generator's default, enough for the official per-IP limits; 0: bind none,
     for a server on another machine).  ``hbbs_pid`` / ``hbbr_pid``: the process of a server
-    given with --hbbs / --hbbr, for its CPU and memory.
+    given with --hbbs / --hbbr, for its CPU and memory.  ``fresh_source``: the first
+    address of ``udpload new``'s pool no step has used yet, so that a server given with
+    --hbbs never sees an address twice in a run.
     """
 
     def __init__(self):
@@ -41,6 +43,7 @@ class Settings:
         self.sources = None
         self.hbbs_pid = None
         self.hbbr_pid = None
+        self.fresh_source = 0
 
 
 settings = Settings()

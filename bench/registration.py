@@ -217,13 +217,11 @@ def external_memory_rows(build, target, pid, sizes):
     it: new ids by RegisterPk at ``MEMORY_RATE``/s from fresh sources, ≤ 25 ids each."""
     udpload = harness.compile_helper("udpload", build)
     host, port = harness.split_target(target)
-    rows, first_source = [], 0
+    rows = []
     for size in sizes:
         before = harness.rss_bytes(pid)
-        step = harness.run_helper([udpload, "new", host, str(port), f"e{os.getpid() % 1000}z",
-                                   str(PER_SOURCE), str(first_source), str(size / MEMORY_RATE),
-                                   str(MEMORY_RATE)], timeout=size / MEMORY_RATE + 120)[0]
-        first_source += int(step["sources"])
+        step = new_step(udpload, host, port, f"e{os.getpid() % 1000}z", size / MEMORY_RATE,
+                        MEMORY_RATE)
         time.sleep(0.5)
         after = harness.rss_bytes(pid)
         rows.append(Row("registration", f"server RSS per registered peer, {size:,} new peers",
@@ -245,27 +243,33 @@ TARGET = 20_000  # issue 9, item 1
 SQLITE_BATCH = 1000
 
 
-def new_ladder(udpload, target, pid, rates, seconds, prefix, answer, first_source):
+def new_step(udpload, host, port, prefix, seconds, rate):
+    """``udpload new`` at one rate, from source addresses no earlier step used."""
+    step = harness.run_helper([udpload, "new", host, str(port), prefix, str(PER_SOURCE),
+                               str(harness.settings.fresh_source), str(seconds), str(rate)],
+                              timeout=seconds + 120)[0]
+    harness.settings.fresh_source += int(step["sources"])
+    return step
+
+
+def new_ladder(udpload, target, pid, rates, seconds, prefix, answer):
     """Offer RegisterPk of new ids at each rate until one is not held (``answer``: the
     field that must reach 99.9 % of ``sent``: ``ok`` for hbbs, ``answered`` for a
-    baseline).  Returns the highest rate held, the cores there, the totals of every step
-    and the next unused source number."""
+    baseline).  Returns the highest rate held, the cores there and the totals of every
+    step."""
     host, port = harness.split_target(target)
     found = {"held": 0, "server_cores": None, "gen_cores": None, "sources": 0}
     totals = dict.fromkeys(("sent", "ok", "too_frequent", "refused"), 0)
     for index, rate in enumerate(rates):
         with CpuMeter(pid) if pid else contextlib.nullcontext() as meter:
-            step = harness.run_helper([udpload, "new", host, str(port), f"{prefix}x{index}s",
-                                       str(PER_SOURCE), str(first_source), str(seconds),
-                                       str(rate)], timeout=seconds + 60)[0]
-        first_source += int(step["sources"])
+            step = new_step(udpload, host, port, f"{prefix}x{index}s", seconds, rate)
         for key in totals:
             totals[key] += int(step[key])
         if step[answer] < (1 - LOSS_LIMIT / 100) * step["sent"] or step["achieved"] < 0.97 * rate:
             break
         found.update(held=rate, gen_cores=step["gen_cpu"], sources=int(step["sources"]),
                      server_cores=meter.cores if meter else None)
-    return found, totals, first_source
+    return found, totals
 
 
 def rows_named(path, prefix):
@@ -316,7 +320,6 @@ def register_new_rows(build, runs, quick, hbbs_target=None):
     cores = {name: [] for name in names}
     totals = collections.Counter()
     checked = {"acked": 0, "rows": 0}
-    first_source = 0
     for run in range(runs):
         for name in names:
             server = None
@@ -330,9 +333,8 @@ def register_new_rows(build, runs, quick, hbbs_target=None):
                 target, pid = server.target, server.pid
             prefix = f"n{os.getpid() % 1000}r{run}{name[0]}"
             try:
-                found, counts, first_source = new_ladder(
-                    udpload, target, pid, rates, seconds, prefix,
-                    "ok" if name == "hbbs" else "answered", first_source)
+                found, counts = new_ladder(udpload, target, pid, rates, seconds, prefix,
+                                           "ok" if name == "hbbs" else "answered")
                 if name == "hbbs":
                     totals.update(counts)
                     if server:
