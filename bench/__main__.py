@@ -73,7 +73,7 @@ def configure(parser, args):
               if target and not harness.is_local(harness.split_target(target)[0])]
     if remote and settings.sources is None:
         settings.sources = 0
-        print(f"{', '.join(remote)}: not this machine, so the generators send from its own "
+        print(f"{', '.join(remote)}: not this machine, so the generators send from this machine's own "
               f"address; per-IP limits of that server will apply to it", file=sys.stderr)
 
 
