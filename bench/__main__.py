@@ -73,8 +73,9 @@ def configure(parser, args):
               if target and not harness.is_local(harness.split_target(target)[0])]
     if remote and settings.sources is None:
         settings.sources = 0
-        print(f"{', '.join(remote)}: not this machine, so the generators send from this machine's own "
-              f"address; per-IP limits of that server will apply to it", file=sys.stderr)
+        print(f"{', '.join(remote)}: not this machine, so the generators send from this "
+              f"machine's own address; per-IP limits of that server will apply to it",
+              file=sys.stderr)
 
 
 def main(argv=None):

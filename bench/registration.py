@@ -52,8 +52,9 @@ class EchoServer:
         self.host = harness.settings.bind_host
         self.port = harness.free_port_block((0,), self.host)
         env = dict(os.environ, PYTHONPATH=harness.ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.process = subprocess.Popen(command + [str(self.port), self.host], stdout=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL, env=env, cwd=harness.ROOT)
+        self.process = subprocess.Popen(command + [str(self.port), self.host],
+                                        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                        env=env, cwd=harness.ROOT)
         if b"ready" not in self.process.stdout.readline():
             raise RuntimeError(f"{command} did not start")
 
