@@ -85,9 +85,7 @@ def rows(build, runs, quick, hbbs_target=None, licence=""):
         failed = sum(s["failed"] for s in samples)
         refused = sum(s["refused"] for s in samples)
         started = sum(s["started"] for s in samples)
-        sources = samples[0]["sources"]
-        text = (f"; {sources:.0f} source addresses per side" if sources else
-                "; one source address (--source-addresses 0)")
+        text = f"; {samples[0]['sources']:.0f} source addresses per side"
         if failed:
             text += f"; {failed:.0f} of {started:.0f} flows failed"
         if refused:
