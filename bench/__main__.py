@@ -4,13 +4,17 @@
     python -m bench --quick               # a seconds-long smoke: tiny sizes, 1 run
     python -m bench --scenario punch      # one scenario (repeatable)
     python -m bench --hbbs 10.0.0.5:21116 --licence KEY --hbbr 10.0.0.5:21117
+    python -m bench --hbbs 127.0.0.1:21116 --hbbr 127.0.0.1:21117 --server-pid 4242,4243
 
 Prints one table: the figure, the median of the runs, min–max, and the
 baseline measured in the same run.  Without --hbbs / --hbbr our servers are
-started as ``twistd -n`` processes on free loopback ports; with them, the
-scenarios that need the server's process (memory, userspace relay path, idle
-RSS) are skipped or reduced, since only /proc of a local process can be read.
-Load generators are C programs under bench/, compiled with ``cc`` at start.
+started as ``twistd -n`` processes on free ports of --bind-host, with their
+default (official) per-IP limits; with them, the figures that need the
+server's process (CPU, memory, idle RSS) come from /proc of --server-pid, and
+are skipped without it.  Every generator spreads its traffic over many source
+addresses of 127.0.0.0/8, so that no source exceeds the official per-IP limits,
+and reports refusals such as TOO_FREQUENT instead of counting them.  Load
+generators are C programs under bench/, compiled with ``cc`` at start.
 """
 
 import argparse
@@ -24,19 +28,25 @@ import time
 from . import harness, punch, registration, relay
 from .harness import Row
 
-SCENARIOS = ("registration", "memory", "punch", "relay")
+SCENARIOS = ("registration", "register-new", "memory", "punch", "relay")
 
 
 def run(scenario, build, args):
     runs = 1 if args.quick else args.runs
     if scenario == "registration":
         return registration.rate_rows(build, runs, args.quick, args.hbbs)
+    if scenario == "register-new":
+        return registration.register_new_rows(build, runs, args.quick, args.hbbs)
     if scenario == "memory":
-        if args.hbbs:
-            return [Row("registration", "hbbs RSS per registered peer", "B/peer",
-                        note="skipped: needs the server's process (--hbbs given)")]
         sizes = [int(n) for n in args.peers.split(",")] if args.peers else None
-        return registration.memory_rows(build, runs, args.quick, sizes)
+        if not args.hbbs:
+            return registration.memory_rows(build, runs, args.quick, sizes)
+        if harness.settings.hbbs_pid is None:
+            return [Row("registration", "hbbs RSS per registered peer", "B/peer",
+                        note="skipped: needs the server's process (--server-pid)")]
+        return registration.external_memory_rows(
+            build, args.hbbs, harness.settings.hbbs_pid,
+            sizes or ([2_000] if args.quick else [100_000]))
     if scenario == "punch":
         return punch.rows(build, runs, args.quick, args.hbbs, args.licence)
     if scenario == "relay":
@@ -44,6 +54,28 @@ def run(scenario, build, args):
         results, idle = relay.measure(build, seconds, runs, [1, 8], args.quick, args.hbbr)
         return relay.rows(results, idle, [1, 8])
     raise ValueError(scenario)
+
+
+def configure(parser, args):
+    """Fill ``harness.settings`` from the options."""
+    settings = harness.settings
+    if not harness.is_local(args.bind_host):
+        parser.error(f"--bind-host {args.bind_host} is not an address of this machine")
+    settings.bind_host = args.bind_host
+    if args.server_pid:
+        try:
+            pids = [int(pid) for pid in args.server_pid.split(",")]
+        except ValueError:
+            parser.error("--server-pid takes PID or HBBS_PID,HBBR_PID")
+        settings.hbbs_pid, settings.hbbr_pid = pids[0], pids[-1]
+    settings.sources = args.source_addresses
+    remote = [target for target in (args.hbbs, args.hbbr)
+              if target and not harness.is_local(harness.split_target(target)[0])]
+    if remote and settings.sources is None:
+        settings.sources = 0
+        print(f"{', '.join(remote)}: not this machine, so the generators send from this "
+              f"machine's own address; per-IP limits of that server will apply to it",
+              file=sys.stderr)
 
 
 def main(argv=None):
@@ -60,7 +92,18 @@ def main(argv=None):
     parser.add_argument("--licence", default="", help="licence key the --hbbs server requires")
     parser.add_argument("--hbbr", metavar="HOST:PORT", help="measure this relay (WebSocket on "
                         "PORT+2) instead of starting ours")
+    parser.add_argument("--server-pid", metavar="PID[,PID]",
+                        help="process of the --hbbs server (and of the --hbbr one, if it is "
+                             "another) whose CPU and memory /proc shows")
+    parser.add_argument("--bind-host", default="127.0.0.1", metavar="IPV4",
+                        help="address of this machine our servers listen on (default "
+                             "127.0.0.1), for servers that treat loopback specially")
+    parser.add_argument("--source-addresses", type=int, metavar="N",
+                        help="addresses of 127.0.0.0/8 each generator spreads over (default: "
+                             "enough for the official per-IP limits; 0: none, for a server on "
+                             "another machine)")
     args = parser.parse_args(argv)
+    configure(parser, args)
     scenarios = args.scenario or SCENARIOS
     build = tempfile.mkdtemp(prefix="rdbench")
     rows = []

@@ -20,12 +20,49 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
-# The load generators connect from one address; hbbr's per-IP cap is lifted for them.
-BENCH_CONNECTIONS_PER_IP = 1_000_000
-
 
 class Unavailable(Exception):
     """A scenario cannot run here (no C compiler, no libsodium...); its rows say why."""
+
+
+class Settings:
+    """What ``python -m bench`` was told about the servers and the sources, set once at start.
+
+    ``bind_host``: where our servers listen and the generators aim.  ``sources``: how many
+    addresses of 127.0.0.0/8 each generator spreads its connections and datagrams over
+    (None: each generator's default, enough for the official per-IP limits; 0: bind none,
+    for a server on another machine).  ``hbbs_pid`` / ``hbbr_pid``: the process of a server
+    given with --hbbs / --hbbr, for its CPU and memory.  ``fresh_source``: the first
+    address of ``udpload new``'s pool no step has used yet, so that a server given with
+    --hbbs never sees an address twice in a run.
+    """
+
+    def __init__(self):
+        self.bind_host = "127.0.0.1"
+        self.sources = None
+        self.hbbs_pid = None
+        self.hbbr_pid = None
+        self.fresh_source = 0
+
+
+settings = Settings()
+
+
+def is_local(host):
+    """Whether ``host`` is an address of this machine (so 127/8 sources can reach it)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
+def loadgen_env():
+    """The environment of a load generator: LOADGEN_SOURCES when the sources are set."""
+    if settings.sources is None:
+        return None
+    return dict(os.environ, LOADGEN_SOURCES=str(settings.sources))
 
 
 def compile_helper(name, directory, *flags):
@@ -47,7 +84,8 @@ def parse_fields(line):
 
 def run_helper(command, timeout):
     """Run a compiled helper; its stdout lines parsed with ``parse_fields``."""
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                            env=loadgen_env())
     if result.returncode != 0:
         raise RuntimeError(f"{os.path.basename(command[0])} failed ({result.returncode}): "
                            f"{result.stderr.strip()[-500:]}")
@@ -61,11 +99,11 @@ def raise_fd_limit():
     return hard
 
 
-def free_port_block(offsets):
-    """A base port P with P+offset free for TCP and UDP on 127.0.0.1, for every offset."""
+def free_port_block(offsets, host="127.0.0.1"):
+    """A base port P with P+offset free for TCP and UDP on ``host``, for every offset."""
     for _ in range(200):
         with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
+            probe.bind((host, 0))
             base = probe.getsockname()[1]
         if base + max(offsets) > 65535 or base + min(offsets) < 1024:
             continue
@@ -75,7 +113,7 @@ def free_port_block(offsets):
                 for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
                     s = socket.socket(socket.AF_INET, kind)
                     held.append(s)
-                    s.bind(("127.0.0.1", base + offset))
+                    s.bind((host, base + offset))
             return base
         except OSError:
             continue
@@ -117,7 +155,17 @@ class CpuMeter:
         self.cores = (cpu_seconds(self.pid) - self.cpu) / wall if wall > 0 else 0.0
 
 
-class Server:
+class Process:
+    """A running server known only by its pid (--server-pid): its /proc figures."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def rss(self):
+        return rss_bytes(self.pid)
+
+
+class Server(Process):
     """``twistd -n PLUGIN ARGS`` in a fresh short directory, ready once ``marker`` is printed."""
 
     def __init__(self, plugin, args, marker, directory=None, timeout=120.0):
@@ -130,6 +178,7 @@ class Server:
              "--pidfile=", "--logfile=-", plugin, *args],
             cwd=self.directory, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, preexec_fn=raise_fd_limit)
+        super().__init__(self.process.pid)
         self.output = b""
         lines = []
         found = threading.Event()
@@ -152,13 +201,6 @@ class Server:
             self.stop()
             raise RuntimeError(f"{plugin} did not start:\n" + self.output.decode(errors="replace"))
 
-    @property
-    def pid(self):
-        return self.process.pid
-
-    def rss(self):
-        return rss_bytes(self.pid)
-
     def stop(self):
         if self.process.poll() is None:
             self.process.terminate()
@@ -172,26 +214,22 @@ class Server:
 
 
 def start_hbbs(*extra, directory=None, timeout=120.0):
-    """Our hbbs on 127.0.0.1: (server, "127.0.0.1:PORT", licence key)."""
-    port = free_port_block((-1, 0, 2, 4))
-    server = Server("rustdesk-hbbs", ["-p", str(port), "-b", "127.0.0.1", "--admin", "off",
-                                      *extra],
+    """Our hbbs on the bind host, with its default limits: (server, "HOST:PORT", licence key)."""
+    host = settings.bind_host
+    port = free_port_block((-1, 0, 2, 4), host)
+    server = Server("rustdesk-hbbs", ["-p", str(port), "-b", host, "--admin", "off", *extra],
                     b"Relay servers", directory, timeout)
     found = re.search(rb"Key: (\S+)", server.output)
-    return server, f"127.0.0.1:{port}", found.group(1).decode() if found else ""
+    return server, f"{host}:{port}", found.group(1).decode() if found else ""
 
 
 def start_hbbr(*extra):
-    """Our hbbr on 127.0.0.1 (WebSocket on PORT+2): (server, "127.0.0.1:PORT").
-
-    All load comes from one address, so the per-IP connection cap is lifted;
-    the descriptor budget still applies.
-    """
-    port = free_port_block((0, 2, 4))
-    server = Server("rustdesk-hbbr", ["-p", str(port), "-b", "127.0.0.1", "--no-throttle",
-                                      "--console", "off", "--max-connections-per-ip",
-                                      str(BENCH_CONNECTIONS_PER_IP), *extra], b"raw TCP pairs:")
-    return server, f"127.0.0.1:{port}"
+    """Our hbbr on the bind host (WebSocket on PORT+2): (server, "HOST:PORT")."""
+    host = settings.bind_host
+    port = free_port_block((0, 2, 4), host)
+    server = Server("rustdesk-hbbr", ["-p", str(port), "-b", host, "--no-throttle",
+                                      "--console", "off", *extra], b"raw TCP pairs:")
+    return server, f"{host}:{port}"
 
 
 def split_target(target):

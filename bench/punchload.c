@@ -2,9 +2,9 @@
  *
  *   punchload HOST PORT LICENCE plain|secure RATE|wWINDOW SECONDS [LIBSODIUM]
  *
- * One controlled peer B registers over UDP from 127.0.0.2 (RegisterPk, then
+ * One controlled peer B registers over UDP from 127.5.0.1 (RegisterPk, then
  * RegisterPeer until request_pk is false).  Then controlling sides A, each a
- * new TCP connection from 127.0.0.1, run the whole flow of PROTOCOL.md 4.3:
+ * new TCP connection, run the whole flow of PROTOCOL.md 4.3:
  *
  *   A -> S  PunchHoleRequest{id: B, nat_type, licence_key, version}
  *   S -> B  PunchHole{socket_addr: A} over UDP
@@ -20,12 +20,20 @@
  *         server's signature is not verified and A's X25519 pair is made once,
  *         so the generator spends its time on what the server has to answer.
  *
+ * Sources: flow n's A connects from 127.4.x.y, address n % LOADGEN_SOURCES (default
+ * 1000) of that pool, and B's PunchHoleSent connection from address n % LOADGEN_SOURCES
+ * of 127.5.x.y, so that no source exceeds a server's per-IP limits (requests per second,
+ * connections); LOADGEN_SOURCES=0 binds nothing (a server on another machine).
+ *
  * RATE starts flows at a fixed rate (open loop: latency at that rate); wW keeps
  * W flows in flight (closed loop: the most flows per second).  A flow's latency
  * runs from A's connect() to the PunchHoleResponse; a flow not answered within
  * 3 s fails.  Connections are closed with SO_LINGER 0 so that thousands of
  * flows per second leave no TIME_WAIT behind.  Prints one line:
- *   started=N completed=C failed=F seconds=T flows_per_s=R p50_ms= p99_ms= max_ms= gen_cpu=
+ *   started=N completed=C failed=F refused=X unexpected=U seconds=T flows_per_s=R p50_ms=
+ *   p99_ms= max_ms= gen_cpu= sources=S
+ * refused counts PunchHoleResponses without an address (a failure or a refusal such as
+ * TOO_MANY_REQUESTS); they are failed flows too.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -56,7 +64,8 @@ static char b_id[32];
 static const char *licence;
 static int secure;
 static atomic_int stopping, outstanding;
-static atomic_ullong completed, failed, unexpected;
+static atomic_ullong completed, failed, unexpected, refused, a_flows, b_flows;
+static unsigned long sources;
 
 static int (*sodium_init_)(void);
 static int (*box_keypair)(unsigned char *, unsigned char *);
@@ -174,14 +183,11 @@ static void close_now(int fd) {
     close(fd);
 }
 
-static int tcp_connect(const char *source) {
+/* A connection to the server from the next address of source pool `block`. */
+static int tcp_connect(unsigned block, atomic_ullong *counter) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return -1;
-    if (source) {
-        struct sockaddr_in local = {.sin_family = AF_INET};
-        inet_pton(AF_INET, source, &local.sin_addr);
-        bind(fd, (struct sockaddr *)&local, sizeof local);
-    }
+    if (sources) bind_pool(fd, block, (unsigned long)(atomic_fetch_add(counter, 1) % sources));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(fd, (struct sockaddr *)&server, sizeof server) < 0) {
@@ -214,9 +220,7 @@ static int b_socket;
 
 static void register_b(void) {
     b_socket = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in local = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "127.0.0.2", &local.sin_addr);
-    if (bind(b_socket, (struct sockaddr *)&local, sizeof local) < 0) die("bind 127.0.0.2");
+    if (sources) bind_pool(b_socket, 5, 0);
     struct timeval timeout = {0, 300000};
     setsockopt(b_socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     unsigned char inner[256], message[300], reply[512], uuid[16], pk[32];
@@ -297,7 +301,7 @@ static void *b_loop(void *unused) {
             inner_length += put_string(inner + inner_length, 0x2a, VERSION);
             tag = 0x52;
             size_t payload_length = put_field(payload, &tag, 1, inner, inner_length);
-            int tcp = tcp_connect(NULL);
+            int tcp = tcp_connect(5, &b_flows);
             if (tcp < 0) continue;
             send_all(tcp, out, frame(out, payload, payload_length));
             fcntl(tcp, F_SETFL, O_NONBLOCK);
@@ -346,7 +350,7 @@ static void start_flow(void) {
     c->started = now();
     c->filled = 0;
     c->state = secure ? 0 : 1;
-    c->fd = tcp_connect("127.0.0.1");
+    c->fd = tcp_connect(4, &a_flows);
     if (c->fd < 0) {
         pthread_mutex_lock(&slots);
         c->in_use = 0;
@@ -420,9 +424,10 @@ static int a_payload(struct conn *c, unsigned char *payload, size_t length) {
     if (length >= 1 && payload[0] == 0x5a) {                                  /* PunchHoleResponse */
         size_t at = 1, address_length = 0;
         unsigned long long n = get_varint(payload, length, &at);
-        int ok = at <= length && n <= length - at &&
-                 find_bytes(payload + at, (size_t)n, 1, &address_length) != NULL &&
+        int well_formed = at <= length && n <= length - at;
+        int ok = well_formed && find_bytes(payload + at, (size_t)n, 1, &address_length) != NULL &&
                  address_length > 0;
+        if (well_formed && !ok) atomic_fetch_add(&refused, 1);
         finish(c, ok);
         return 1;
     }
@@ -525,6 +530,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "punchload: a positive RATE or window, and SECONDS\n");
         return 2;
     }
+    sources = loadgen_sources(1000);
     if (secure) load_sodium(argc > 7 ? argv[7] : NULL);
     snprintf(b_id, sizeof b_id, "pb%d%ld", (int)getpid(), (long)time(NULL) % 100000);
     latency_capacity = (size_t)((window ? 200000.0 : rate) * seconds) + 1024;
@@ -562,11 +568,11 @@ int main(int argc, char **argv) {
     double p50 = latency_count ? latencies[latency_count / 2] : 0;
     double p99 = latency_count ? latencies[(size_t)(latency_count * 0.99)] : 0;
     double max = latency_count ? latencies[latency_count - 1] : 0;
-    printf("started=%llu completed=%llu failed=%llu unexpected=%llu seconds=%.3f "
-           "flows_per_s=%.1f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f gen_cpu=%.3f\n",
+    printf("started=%llu completed=%llu failed=%llu refused=%llu unexpected=%llu seconds=%.3f "
+           "flows_per_s=%.1f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f gen_cpu=%.3f sources=%lu\n",
            started, (unsigned long long)atomic_load(&completed),
-           (unsigned long long)atomic_load(&failed), (unsigned long long)atomic_load(&unexpected),
-           sending, atomic_load(&completed) / sending, p50 * 1e3, p99 * 1e3, max * 1e3,
-           cpu / wall);
+           (unsigned long long)atomic_load(&failed), (unsigned long long)atomic_load(&refused),
+           (unsigned long long)atomic_load(&unexpected), sending, atomic_load(&completed) / sending,
+           p50 * 1e3, p99 * 1e3, max * 1e3, cpu / wall, sources);
     return atomic_load(&completed) > 0 ? 0 : 1;
 }

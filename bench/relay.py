@@ -18,6 +18,11 @@ alike:
 - RSS per idle paired session, at 10 000 sessions (or as many as the
   descriptor limit allows: hbbr holds two sockets per session).
 
+Every connection to hbbr comes from one of 1 000 addresses of 127.6.0.0/16
+(``--source-addresses``), so per-IP connection caps are not what is measured.
+With ``--hbbr HOST:PORT`` the relay is another server: its CPU and idle RSS come
+from ``--server-pid`` when given.
+
 hbbr's CPU is its process CPU time over the generator's wall time; the
 generator's is its own (``cpu=`` of relayload).
 """
@@ -34,6 +39,7 @@ from . import harness
 from .harness import CpuMeter, Row
 
 IDLE_SESSIONS = 10_000
+EXTERNAL_IDLE_SESSIONS = 3_000
 
 
 def compile_loadgen(directory):
@@ -44,12 +50,12 @@ def compile_loadgen(directory):
         return None
 
 
-def run_case(loadgen, mode, streams, seconds, server=None, port=None):
+def run_case(loadgen, mode, streams, seconds, server=None, target=None):
     """relayload's fields, plus ``server_cpu`` (cores) when a server process is measured."""
     if mode in ("direct", "splice"):
         command = [loadgen, mode, str(streams), str(seconds)]
     else:
-        command = [loadgen, mode, str(port), str(streams), str(seconds)]
+        command = [loadgen, mode, target, str(streams), str(seconds)]
     meter = CpuMeter(server.pid) if server else None
     if meter:
         meter.__enter__()
@@ -63,11 +69,11 @@ def run_case(loadgen, mode, streams, seconds, server=None, port=None):
     return result
 
 
-def pairing(loadgen, port, seconds, server):
+def pairing(loadgen, target, seconds, server):
     meter = CpuMeter(server.pid) if server else None
     if meter:
         meter.__enter__()
-    result = harness.run_helper([loadgen, "pair", str(port), str(seconds), "4"],
+    result = harness.run_helper([loadgen, "pair", target, str(seconds), "4"],
                                 timeout=seconds + 60)[0]
     if meter:
         meter.__exit__()
@@ -75,7 +81,7 @@ def pairing(loadgen, port, seconds, server):
     return result
 
 
-def idle_sessions(loadgen, port, sessions, server):
+def idle_sessions(loadgen, target, sessions, server):
     """(hbbr RSS growth per idle paired session, sessions) with the sessions split over
     enough generator processes to stay under the descriptor limit."""
     before = server.rss()
@@ -85,8 +91,9 @@ def idle_sessions(loadgen, port, sessions, server):
         for start in range(0, sessions, per_process):
             count = min(per_process, sessions - start)
             processes.append(subprocess.Popen(
-                [loadgen, "idle", str(port), str(count)], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, text=True, preexec_fn=harness.raise_fd_limit))
+                [loadgen, "idle", target, str(count)], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True, preexec_fn=harness.raise_fd_limit,
+                env=harness.loadgen_env()))
         opened = 0
         for process in processes:
             line = process.stdout.readline()
@@ -104,21 +111,24 @@ def idle_sessions(loadgen, port, sessions, server):
 
 
 def measure(build, seconds, runs, stream_counts, quick=False, hbbr_target=None):
-    """Every relay row; our two hbbr processes unless ``hbbr_target`` names another relay."""
+    """Every relay row; our two hbbr processes unless ``hbbr_target`` names another relay
+    (measured through ``settings.hbbr_pid`` when known)."""
     loadgen = harness.compile_helper("relayload", build)
-    servers, ports = {}, {}
+    servers, targets, measured = {}, {}, {}
     try:
         if hbbr_target:
-            ports["splice"] = harness.split_target(hbbr_target)[1]
-            ports["ws"] = ports["splice"] + 2
+            host, port = harness.split_target(hbbr_target)
+            targets["splice"], targets["ws"] = f"{host}:{port}", f"{host}:{port + 2}"
+            if harness.settings.hbbr_pid:
+                measured["splice"] = measured["ws"] = harness.Process(harness.settings.hbbr_pid)
             paths = ["splice", "ws"]
         else:
-            servers["splice"], target = harness.start_hbbr()
-            ports["splice"] = harness.split_target(target)[1]
-            ports["ws"] = ports["splice"] + 2
+            servers["splice"], targets["splice"] = harness.start_hbbr()
+            host, port = harness.split_target(targets["splice"])
+            targets["ws"] = f"{host}:{port + 2}"
             servers["ws"] = servers["splice"]
-            servers["userspace"], target = harness.start_hbbr("--no-splice")
-            ports["userspace"] = harness.split_target(target)[1]
+            servers["userspace"], targets["userspace"] = harness.start_hbbr("--no-splice")
+            measured.update(servers)
             paths = ["splice", "userspace", "ws"]
             if b"kernel splice" not in servers["splice"].output:
                 print("warning: hbbr has no splice path here", file=sys.stderr)
@@ -130,11 +140,16 @@ def measure(build, seconds, runs, stream_counts, quick=False, hbbr_target=None):
                         continue
                     mode = {"direct": "direct", "csplice": "splice", "ws": "ws"}.get(path, "relay")
                     results.setdefault((path, streams), []).append(run_case(
-                        loadgen, mode, streams, seconds, servers.get(path), ports.get(path)))
+                        loadgen, mode, streams, seconds, measured.get(path), targets.get(path)))
             results.setdefault("pair", []).append(
-                pairing(loadgen, ports["splice"], 0.5 if quick else 2.0, servers.get("splice")))
+                pairing(loadgen, targets["splice"], 0.5 if quick else 2.0, measured.get("splice")))
         idle = {}
-        if "splice" in servers:
+        if hbbr_target and "splice" in measured:
+            # Another relay: one measurement, sized for 6 descriptors per session in it.
+            sessions = 200 if quick else EXTERNAL_IDLE_SESSIONS
+            idle["external relay"] = [idle_sessions(loadgen, targets["splice"], sessions,
+                                                    measured["splice"])]
+        elif "splice" in servers:
             # A fresh hbbr per measurement: memory freed by earlier sessions would be reused.
             # Two sockets per session; the splice path holds two pipes (four more
             # descriptors) per raw session as well.
@@ -145,7 +160,7 @@ def measure(build, seconds, runs, stream_counts, quick=False, hbbr_target=None):
                     fresh, target = harness.start_hbbr(*extra)
                     try:
                         idle.setdefault(path, []).append(idle_sessions(
-                            loadgen, harness.split_target(target)[1], sessions, fresh))
+                            loadgen, target, sessions, fresh))
                     finally:
                         fresh.stop()
     finally:
@@ -186,9 +201,16 @@ def rows(results, idle, stream_counts):
         out.append(Row("relay", "pairing rate, 4 client threads", "pairs/s",
                        [p["pairs_per_s"] for p in pairs], "",
                        f"hbbr {harness.median([p['server_cpu'] for p in pairs]) or 0:.2f} cores, "
-                       f"generator {harness.median([p['cpu'] for p in pairs]):.2f} cores"))
+                       f"generator {harness.median([p['cpu'] for p in pairs]):.2f} cores"
+                       + (f"; {sum(p['failures'] for p in pairs):.0f} sessions did not pair"
+                          if any(p["failures"] for p in pairs) else "")))
     for path, samples in idle.items():
         sessions = samples[0][1]
+        if path == "external relay":
+            out.append(Row("relay", f"relay RSS per idle paired session, {sessions:,} sessions",
+                           "B/session", [per for per, _ in samples], "",
+                           "the --hbbr server's process (--server-pid); one run"))
+            continue
         out.append(Row("relay", f"hbbr RSS per idle paired session, {path} path, "
                                 f"{sessions:,} sessions", "B/session",
                        [per for per, _ in samples], "",

@@ -1,11 +1,16 @@
 /* Loopback TCP load generator for hbbr, compiled by bench/relay.py.
  *
  *   relayload direct STREAMS SECONDS
- *   relayload relay PORT STREAMS SECONDS [LICENCE]
+ *   relayload relay [HOST:]PORT STREAMS SECONDS [LICENCE]
  *   relayload splice STREAMS SECONDS
- *   relayload ws PORT STREAMS SECONDS [LICENCE]
- *   relayload pair PORT SECONDS THREADS [LICENCE]
- *   relayload idle PORT SESSIONS [LICENCE]
+ *   relayload ws [HOST:]PORT STREAMS SECONDS [LICENCE]
+ *   relayload pair [HOST:]PORT SECONDS THREADS [LICENCE]
+ *   relayload idle [HOST:]PORT SESSIONS [LICENCE]
+ *
+ * The relay is at HOST:PORT (default 127.0.0.1).  Its connections come from the source
+ * pool 127.6.x.y, connection n from address n % LOADGEN_SOURCES (default 1000), so
+ * that no source exceeds a relay's per-IP connection limits; LOADGEN_SOURCES=0 binds
+ * nothing (a relay on another machine).
  *
  * direct: STREAMS sender->receiver TCP pairs on 127.0.0.1, no relay (the ceiling).
  * relay:  STREAMS pairs through hbbr on 127.0.0.1:PORT; each side first sends a
@@ -50,7 +55,9 @@
 #define BUFFER (256 * 1024)
 #define MAX_STREAMS 64
 
-static atomic_ullong received;
+static atomic_ullong received, connections;
+static struct in_addr relay_host = {0};
+static unsigned long sources;
 static atomic_int stopping;
 static int websocket;
 
@@ -61,20 +68,22 @@ static double thread_cpu(pthread_t thread) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int connect_to(int port) {
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port)};
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+/* A connection to `host`:`port`; from the next address of the source pool if `spread`. */
+static int connect_to(struct in_addr host, int port, int spread) {
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr = host};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) die("socket");
+    if (spread && sources)
+        bind_pool(fd, 6, (unsigned long)(atomic_fetch_add(&connections, 1) % sources));
     if (connect(fd, (struct sockaddr *)&address, sizeof address) < 0) die("connect");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (websocket) {
         char request[256], response[1024];
         int length = snprintf(request, sizeof request,
-                              "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                              "GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                              "Sec-WebSocket-Version: 13\r\n\r\n", port);
+                              "Sec-WebSocket-Version: 13\r\n\r\n", inet_ntoa(host), port);
         if (send(fd, request, (size_t)length, MSG_NOSIGNAL) != length) die("upgrade");
         size_t got = 0;
         /* Read the 101 response byte by byte, so no frame byte is consumed with it. */
@@ -236,7 +245,7 @@ static void direct_pairs(int streams, int *senders, int *receivers) {
     if (listen(listener, MAX_STREAMS) < 0) die("listen");
     if (getsockname(listener, (struct sockaddr *)&address, &size) < 0) die("getsockname");
     for (int i = 0; i < streams; i++) {
-        senders[i] = connect_to(ntohs(address.sin_port));
+        senders[i] = connect_to(address.sin_addr, ntohs(address.sin_port), 0);
         receivers[i] = accept(listener, NULL, NULL);
         if (receivers[i] < 0) die("accept");
     }
@@ -248,9 +257,9 @@ static void relay_pairs(int port, int streams, const char *licence, int *senders
     char uuid[64];
     for (int i = 0; i < streams; i++) {
         snprintf(uuid, sizeof uuid, "bench-%d-%d", (int)getpid(), i);
-        receivers[i] = connect_to(port);
+        receivers[i] = connect_to(relay_host, port, 1);
         request_relay(receivers[i], uuid, licence);
-        senders[i] = connect_to(port);
+        senders[i] = connect_to(relay_host, port, 1);
         request_relay(senders[i], uuid, licence);
     }
 }
@@ -294,9 +303,10 @@ static void spliced_pairs(int streams, int *senders, int *receivers) {
     int front_port, back_port;
     int front = listener_on(&front_port), back = listener_on(&back_port);
     for (int i = 0; i < streams; i++) {
-        senders[i] = connect_to(front_port);
+        struct in_addr loopback = {htonl(INADDR_LOOPBACK)};
+        senders[i] = connect_to(loopback, front_port, 0);
         relay_fds[i][0] = accept(front, NULL, NULL);
-        relay_fds[i][1] = connect_to(back_port);
+        relay_fds[i][1] = connect_to(loopback, back_port, 0);
         receivers[i] = accept(back, NULL, NULL);
         if (relay_fds[i][0] < 0 || receivers[i] < 0) die("accept");
         pthread_create(&relays[i], NULL, splice_relay, relay_fds[i]);
@@ -319,9 +329,9 @@ static void close_now(int fd) {
 
 /* Open one paired session; 0 and the two fds on success. */
 static int open_session(const char *uuid, int *a, int *b) {
-    *a = connect_to(pair_port);
+    *a = connect_to(relay_host, pair_port, 1);
     request_relay(*a, uuid, pair_licence);
-    *b = connect_to(pair_port);
+    *b = connect_to(relay_host, pair_port, 1);
     request_relay(*b, uuid, pair_licence);
     unsigned char byte = 0x5a;
     send_all(*b, &byte, 1);
@@ -382,17 +392,32 @@ static int idle_main(int sessions) {
     return 0;
 }
 
+/* "HOST:PORT" sets relay_host; "PORT" keeps 127.0.0.1.  Returns the port. */
+static int parse_target(const char *target) {
+    const char *colon = strrchr(target, ':');
+    relay_host.s_addr = htonl(INADDR_LOOPBACK);
+    if (colon == NULL) return atoi(target);
+    char host[64];
+    snprintf(host, sizeof host, "%.*s", (int)(colon - target), target);
+    if (inet_pton(AF_INET, host, &relay_host) != 1) {
+        fprintf(stderr, "relayload: HOST must be an IPv4 address\n");
+        exit(2);
+    }
+    return atoi(colon + 1);
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
+    sources = loadgen_sources(1000);
     if (argc >= 5 && strcmp(argv[1], "pair") == 0) {
-        pair_port = atoi(argv[2]);
+        pair_port = parse_target(argv[2]);
         if (argc > 5) pair_licence = argv[5];
         int threads = atoi(argv[4]);
         if (threads < 1 || threads > 64) return 2;
         return pair_main(0, atof(argv[3]), threads);
     }
     if (argc >= 4 && strcmp(argv[1], "idle") == 0) {
-        pair_port = atoi(argv[2]);
+        pair_port = parse_target(argv[2]);
         if (argc > 4) pair_licence = argv[4];
         return idle_main(atoi(argv[3]));
     }
@@ -402,9 +427,9 @@ int main(int argc, char **argv) {
     int relay = argc >= 5 && strcmp(argv[1], "relay") == 0;
     if (!relay && !spliced && !(argc == 4 && strcmp(argv[1], "direct") == 0)) {
         fprintf(stderr, "usage: relayload direct|splice STREAMS SECONDS\n"
-                        "       relayload relay|ws PORT STREAMS SECONDS [LICENCE]\n"
-                        "       relayload pair PORT SECONDS THREADS [LICENCE]\n"
-                        "       relayload idle PORT SESSIONS [LICENCE]\n");
+                        "       relayload relay|ws [HOST:]PORT STREAMS SECONDS [LICENCE]\n"
+                        "       relayload pair [HOST:]PORT SECONDS THREADS [LICENCE]\n"
+                        "       relayload idle [HOST:]PORT SESSIONS [LICENCE]\n");
         return 2;
     }
     int streams = atoi(argv[relay ? 3 : 2]);
@@ -416,7 +441,7 @@ int main(int argc, char **argv) {
     int senders[MAX_STREAMS], receivers[MAX_STREAMS];
     pthread_t threads[2 * MAX_STREAMS];
     if (relay)
-        relay_pairs(atoi(argv[2]), streams, argc > 5 ? argv[5] : "", senders, receivers);
+        relay_pairs(parse_target(argv[2]), streams, argc > 5 ? argv[5] : "", senders, receivers);
     else if (spliced)
         spliced_pairs(streams, senders, receivers);
     else

@@ -1,8 +1,8 @@
 """Baseline: a Twisted ``DatagramProtocol`` that answers every datagram with RegisterPeerResponse{}.
 
 Not a test.  No parsing, no state: what the reactor and the socket cost per datagram on one
-core, the framework's ceiling for any Twisted hbbs.  ``python -m bench.udpecho PORT``;
-prints ``ready`` once listening.
+core, the framework's ceiling for any Twisted hbbs.  ``python -m bench.udpecho PORT [HOST]``
+(HOST default 127.0.0.1); prints ``ready`` once listening.
 """
 
 import socket
@@ -23,6 +23,7 @@ class Echo(DatagramProtocol):
 
 
 if __name__ == "__main__":
-    reactor.listenUDP(int(sys.argv[1]), Echo(), interface="127.0.0.1")
+    reactor.listenUDP(int(sys.argv[1]), Echo(),
+                      interface=sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1")
     reactor.callWhenRunning(print, "ready", flush=True)
     reactor.run()

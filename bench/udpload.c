@@ -2,24 +2,33 @@
  *
  *   udpload pk   HOST PORT PREFIX COUNT SOCKETS RATE
  *   udpload peer HOST PORT PREFIX COUNT SOCKETS SECONDS RATE[,RATE...]
- *   udpload echo PORT      (the C ceiling: answers every datagram with 3a 00)
+ *   udpload new  HOST PORT PREFIX PER_SOURCE FIRST_SOURCE SECONDS RATE[,RATE...]
+ *   udpload echo PORT [HOST]   (the C ceiling: answers every datagram with 3a 00; HOST
+ *                              default 127.0.0.1)
  *
  * Peer i has the id PREFIX<i> and always sends from socket i % SOCKETS, so its
- * registered address stays the same.  When HOST is a 127.x address, socket s
- * is bound to 127.2.(s/250).(s%250+1): each simulated machine has its own source
- * IP as well as its own port, so per-IP limits of the server are not what is
- * measured.
+ * registered address stays the same.  Socket s is bound to its own source address,
+ * 127.2.(s/250).(s%250+1) (loadgen.h: pool_address), so each simulated machine has
+ * its own IP as well as its own port and no source exceeds a server's per-IP limits;
+ * LOADGEN_SOURCES=0 leaves the choice to the kernel (a server on another machine).
  *
  * pk:   RegisterPk{id, uuid(16), pk(32)} once per id, at RATE/s (then a 1 s drain).
  * peer: RegisterPeer{id, serial: 3} round-robin over the ids at each RATE for
  *       SECONDS (SECONDS 0: exactly COUNT datagrams, one per id), each step
  *       followed by a 0.3 s drain; a datagram not answered by then is lost.
+ * new:  at each RATE, RATE * SECONDS RegisterPk of ids never registered before
+ *       (PREFIX<step>_<i>), each with its own uuid and 32-byte pk, from fresh source
+ *       addresses (number FIRST_SOURCE on of the pool at 127.16.0.1; pass the sum of the
+ *       earlier sources= to reuse none in a run), at most PER_SOURCE ids per address; a
+ *       1 s drain; an answer later than that counts as lost.
  *
  * UDPLOAD_SENDERS (default 2) sender threads pace by the clock, each owning a
  * share of the ids; one receiver thread takes the replies from every socket
  * (epoll, recvmmsg).  One line per step:
- *   rate=R sent=S answered=A request_pk=P lost_pct=L seconds=T gen_cpu=C
- * gen_cpu is this process's CPU time over the step's wall time, in cores.
+ *   rate=R sent=S answered=A request_pk=P ok=O too_frequent=F refused=X lost_pct=L
+ *   seconds=T achieved=R gen_cpu=C sources=N
+ * ok / too_frequent / refused count RegisterPkResponse results (OK, TOO_FREQUENT, any
+ * other); gen_cpu is this process's CPU time over the step's wall time, in cores.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -39,10 +48,12 @@
 #include "loadgen.h"
 
 static int *sockets;
-static int socket_count;
+static int socket_count, epoll_fd;
 static struct sockaddr_in server;
-static atomic_ullong answered, request_pk;
+static atomic_ullong answered, request_pk, pk_ok, pk_too_frequent, pk_refused;
 static atomic_int stopping;
+
+enum { RESULT_TOO_FREQUENT = 4 };
 
 static size_t put_bytes(unsigned char *out, unsigned tag, const void *data, size_t length) {
     size_t at = 0;
@@ -75,15 +86,24 @@ static size_t register_pk(unsigned char *out, const char *id, unsigned long long
     return at + length;
 }
 
-static void *receiver(void *arg) {
-    int epoll = (int)(long)arg;
+/* RegisterPkResponse{result(1), keep_alive(2)}: an absent result is OK (0). */
+static void count_pk_result(const unsigned char *b, unsigned length) {
+    unsigned result = 0;
+    for (unsigned at = 3; at + 1 < length && at < 3u + b[2]; at += 2)
+        if (b[at] == 0x08) result = b[at + 1];
+    atomic_fetch_add(result == 0 ? &pk_ok : result == RESULT_TOO_FREQUENT ? &pk_too_frequent
+                                                                          : &pk_refused, 1);
+}
+
+static void *receiver(void *unused) {
+    (void)unused;
     enum { BATCH = 32 };
     struct epoll_event events[1024];
     static unsigned char buffers[BATCH][64];
     struct mmsghdr messages[BATCH];
     struct iovec iov[BATCH];
     while (!atomic_load(&stopping)) {
-        int ready = epoll_wait(epoll, events, 1024, 50);
+        int ready = epoll_wait(epoll_fd, events, 1024, 50);
         for (int e = 0; e < ready; e++) {
             for (int k = 0; k < BATCH; k++) {
                 iov[k] = (struct iovec){buffers[k], sizeof buffers[k]};
@@ -98,6 +118,7 @@ static void *receiver(void *arg) {
                 if (length >= 2 && (b[0] == 0x3a || (b[0] == 0x82 && b[1] == 0x01))) {
                     atomic_fetch_add(&answered, 1);
                     if (b[0] == 0x3a && length == 4 && b[3] == 1) atomic_fetch_add(&request_pk, 1);
+                    if (b[0] == 0x82 && length >= 3) count_pk_result(b, length);
                 }
             }
         }
@@ -107,26 +128,22 @@ static void *receiver(void *arg) {
     return NULL;
 }
 
-static void open_sockets(int count, const char *host) {
-    int loopback = strncmp(host, "127.", 4) == 0;
+/* Replace the sockets by `count` new ones, socket s bound to address first + s of pool
+ * `block` (unless LOADGEN_SOURCES is 0); the receiver thread reads them all. */
+static void open_sockets(int count, unsigned block, unsigned long first) {
+    int spread = loadgen_sources(1) != 0;
+    for (int s = 0; s < socket_count; s++) close(sockets[s]);
+    free(sockets);
     sockets = calloc(count, sizeof *sockets);
     socket_count = count;
-    int epoll = epoll_create1(0);
     for (int s = 0; s < count; s++) {
         int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
         if (fd < 0) die("socket");
-        struct sockaddr_in local = {.sin_family = AF_INET};
-        local.sin_addr.s_addr =
-            loopback ? htonl((127u << 24) | (2u << 16) | ((unsigned)(s / 250) << 8) | (s % 250 + 1))
-                     : htonl(INADDR_ANY);
-        if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) die("bind");
+        if (spread) bind_pool(fd, block, first + (unsigned long)s);
         struct epoll_event event = {.events = EPOLLIN, .data.fd = fd};
-        if (epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) < 0) die("epoll_ctl");
+        if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &event) < 0) die("epoll_ctl");
         sockets[s] = fd;
     }
-    pthread_t thread;
-    pthread_create(&thread, NULL, receiver, (void *)(long)epoll);
-    pthread_detach(thread);
 }
 
 struct sender_job {
@@ -174,6 +191,9 @@ static void step(int pk, const char *prefix, unsigned long long count, double ra
                  unsigned long long total, double drain, int senders) {
     unsigned long long before_answered = atomic_load(&answered);
     unsigned long long before_pk = atomic_load(&request_pk);
+    unsigned long long before_ok = atomic_load(&pk_ok);
+    unsigned long long before_frequent = atomic_load(&pk_too_frequent);
+    unsigned long long before_refused = atomic_load(&pk_refused);
     double cpu_start = cpu_now(), start = now();
     struct sender_job jobs[16];
     pthread_t threads[16];
@@ -193,21 +213,23 @@ static void step(int pk, const char *prefix, unsigned long long count, double ra
     unsigned long long got = atomic_load(&answered) - before_answered;
     unsigned long long asked = atomic_load(&request_pk) - before_pk;
     double lost = sent ? 100.0 * (double)(sent > got ? sent - got : 0) / (double)sent : 0;
-    printf("rate=%.0f sent=%llu answered=%llu request_pk=%llu lost_pct=%.4f seconds=%.3f "
-           "achieved=%.0f gen_cpu=%.3f\n",
-           rate, sent, got, asked, lost, sending, sent / sending, (cpu_now() - cpu_start) / wall);
+    printf("rate=%.0f sent=%llu answered=%llu request_pk=%llu ok=%llu too_frequent=%llu "
+           "refused=%llu lost_pct=%.4f seconds=%.3f achieved=%.0f gen_cpu=%.3f sources=%d\n",
+           rate, sent, got, asked, atomic_load(&pk_ok) - before_ok,
+           atomic_load(&pk_too_frequent) - before_frequent, atomic_load(&pk_refused) - before_refused,
+           lost, sending, sent / sending, (cpu_now() - cpu_start) / wall, socket_count);
     fflush(stdout);
 }
 
 /* The ceiling: one thread answering every datagram with RegisterPeerResponse{} (3a 00),
  * 64 datagrams per recvmmsg/sendmmsg.  Runs until killed; prints "ready". */
-static _Noreturn void echo_server(int port) {
+static _Noreturn void echo_server(int port, const char *host) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     if (fd < 0) die("socket");
     int size = 4 << 20;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(port)};
-    local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (inet_pton(AF_INET, host, &local.sin_addr) != 1) die("echo HOST");
     if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) die("bind");
     printf("ready\n");
     fflush(stdout);
@@ -238,12 +260,16 @@ static _Noreturn void echo_server(int port) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 3 && strcmp(argv[1], "echo") == 0) echo_server(atoi(argv[2]));
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "echo") == 0)
+        echo_server(atoi(argv[2]), argc == 4 ? argv[3] : "127.0.0.1");
     int pk = argc == 8 && strcmp(argv[1], "pk") == 0;
     int peer = argc == 9 && strcmp(argv[1], "peer") == 0;
-    if (!pk && !peer) {
+    int fresh = argc == 9 && strcmp(argv[1], "new") == 0;
+    if (!pk && !peer && !fresh) {
         fprintf(stderr, "usage: udpload pk HOST PORT PREFIX COUNT SOCKETS RATE\n"
-                        "       udpload peer HOST PORT PREFIX COUNT SOCKETS SECONDS RATE[,RATE...]\n");
+                        "       udpload peer HOST PORT PREFIX COUNT SOCKETS SECONDS RATE[,RATE...]\n"
+                        "       udpload new HOST PORT PREFIX PER_SOURCE FIRST_SOURCE SECONDS "
+                        "RATE[,RATE...]\n");
         return 2;
     }
     const char *host = argv[2], *prefix = argv[4];
@@ -253,6 +279,38 @@ int main(int argc, char **argv) {
         fprintf(stderr, "udpload: HOST must be an IPv4 address\n");
         return 2;
     }
+    const char *threads = getenv("UDPLOAD_SENDERS");
+    int senders = threads ? atoi(threads) : 2;
+    if (senders < 1 || senders > 16) senders = 2;
+    epoll_fd = epoll_create1(0);
+    pthread_t thread;
+    pthread_create(&thread, NULL, receiver, NULL);
+    pthread_detach(thread);
+    if (fresh) {
+        unsigned long long per_source = strtoull(argv[5], NULL, 10);
+        unsigned long first = strtoul(argv[6], NULL, 10);
+        double seconds = atof(argv[7]);
+        if (per_source < 1 || seconds <= 0) {
+            fprintf(stderr, "udpload: PER_SOURCE >= 1 and SECONDS > 0\n");
+            return 2;
+        }
+        char step_prefix[64];
+        int index = 0;
+        for (char *rate = strtok(argv[8], ","); rate; rate = strtok(NULL, ","), index++) {
+            unsigned long long count = (unsigned long long)(atof(rate) * seconds + 0.5);
+            unsigned long long sources = (count + per_source - 1) / per_source;
+            if (count < 1 || sources > 60000) {
+                fprintf(stderr, "udpload: RATE * SECONDS must be 1..%llu\n", 60000 * per_source);
+                return 2;
+            }
+            open_sockets((int)sources, 16, first);
+            first += (unsigned long)sources;
+            snprintf(step_prefix, sizeof step_prefix, "%s%d_", prefix, index);
+            step(1, step_prefix, count, atof(rate), 0, count, 1.0, senders);
+        }
+        atomic_store(&stopping, 1);
+        return 0;
+    }
     unsigned long long count = strtoull(argv[5], NULL, 10);
     int socket_total = atoi(argv[6]);
     if (count < 1 || socket_total < 1 || socket_total > 60000) {
@@ -260,10 +318,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if ((unsigned long long)socket_total > count) socket_total = (int)count;
-    open_sockets(socket_total, host);
-    const char *threads = getenv("UDPLOAD_SENDERS");
-    int senders = threads ? atoi(threads) : 2;
-    if (senders < 1 || senders > 16) senders = 2;
+    open_sockets(socket_total, 2, 0);
     if (pk) {
         step(1, prefix, count, atof(argv[7]), 0, count, 1.0, 1);
     } else {
