@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .config import ConfigError
+from .pluginoptions import PluginOptions
 from .startup import exit_on_startup_error
 from .hbbr import tap as hbbr_tap
 from .hbbr.announce import AllowedUuids
@@ -22,7 +23,7 @@ from .hbbs import tap as hbbs_tap
 from .wire import keys
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = ("RustDesk ID/rendezvous server (hbbs) and relay (hbbr) in one process, sharing "
                 "the data directory and its key. hbbs listens on PORT-1, PORT (TCP+UDP) and "

@@ -20,6 +20,7 @@ from twisted.python import usage
 
 from .. import __version__, adminweb, logs
 from ..config import ConfigError, Settings, read_env_file
+from ..pluginoptions import PluginOptions
 from ..startup import ExitOnStartupError
 from ..wire.announce import DEFAULT_SKEW, KEEPALIVE_INTERVAL
 from ..wire.websocket import TrustedProxies
@@ -49,7 +50,7 @@ ENV_FILE_KEYS = {"PORT", "BIND", "KEY", "SINGLE-BANDWIDTH", "TOTAL-BANDWIDTH", "
                  "DOWNGRADE-THRESHOLD", "DOWNGRADE-START-CHECK", "THROTTLE"}
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = ("RustDesk relay server (hbbr). Listens on PORT (TCP) and PORT+2 "
                 "(WebSocket); PORT=N from the environment or .env means N+1 and N+3.")

@@ -21,6 +21,7 @@ from twisted.python import usage
 from .. import __version__, adminweb, logs
 from ..admission import ConnectionLimits
 from ..config import ConfigError, layered_settings
+from ..pluginoptions import PluginOptions
 from ..startup import ExitOnStartupError
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
@@ -113,7 +114,7 @@ OPTIONS = [
 ]
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     """Every option is also read from the environment, .env and --config under its NAME."""
 
     synopsis = "[options]"
