@@ -111,6 +111,7 @@ class ServiceTests(unittest.TestCase):
         values.setdefault("LISTEN-WS", "tcp:0:interface=127.0.0.1")
         values.setdefault("LISTEN-UDP", "127.0.0.1:0")
         values.setdefault("CONSOLE", "tcp:0:interface=127.0.0.1")
+        values.setdefault("ADMIN", "tcp:0:interface=127.0.0.1")
         return directory, tap.HbbsService(config(**values), reactor)
 
     def test_start_banner_and_clean_stop(self):
