@@ -67,9 +67,16 @@ def pip_install(test, python, arguments):
     test.assertEqual(result.returncode, 0, result.stderr)
 
 
+def venv_environment():
+    """The environment of a program of the new venv: no PYTHONPATH (trial -j sets one, and
+    the checkout on it would shadow the venv's plugin files)."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+
 def twistd_help(python):
     return subprocess.run([python, "-c", "from twisted.scripts.twistd import run; run()",
-                           "--help"], capture_output=True, text=True, cwd="/").stdout
+                           "--help"], capture_output=True, text=True, cwd="/",
+                          env=venv_environment()).stdout
 
 
 class InstallOrderTests(SynchronousTestCase):

@@ -15,7 +15,13 @@ from rustdesk_twisted.hbbr.tap import ENV_FILE_KEYS
 from rustdesk_twisted.hbbs import tap as hbbs_tap
 
 from .livesupport import REPOSITORY
-from .test_install import make_venv, pip_install, quick_start_install, twistd_help
+from .test_install import (
+    make_venv,
+    pip_install,
+    quick_start_install,
+    twistd_help,
+    venv_environment,
+)
 from .test_readme import readme_blocks
 
 SYSTEMD = os.path.join(REPOSITORY, "tap-configs", "systemd")
@@ -87,7 +93,7 @@ class PluginCacheTests(SynchronousTestCase):
         [line] = [line for line in service_block() if "getPlugins" in line]
         words = shlex.split(line)
         self.assertEqual(words[0], VENV + "/bin/python")
-        subprocess.run([python] + words[1:], check=True)
+        subprocess.run([python] + words[1:], check=True, cwd="/", env=venv_environment())
         cache = os.path.join(site, "twisted", "plugins", "dropin.cache")
         with open(cache, "rb") as f:
             built = f.read()
