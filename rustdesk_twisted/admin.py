@@ -253,6 +253,7 @@ def without_wal(path):
 
 
 def remove_database(path):
+    """Remove a database copy and the -wal/-shm files SQLite may have left beside it."""
     for name in (path, path + "-wal", path + "-shm"):
         if os.path.exists(name):
             os.remove(name)
@@ -307,9 +308,9 @@ def restore_archive(archive, data_dir, db_path, force=False):
             data = tar.extractfile(members[name]).read()
             mode = 0o600 if name in (keys.SECRET_FILE, DB_NAME, ".env") else 0o644
             _write_file(path, data, mode)
-    for name in (db_path + "-wal", db_path + "-shm"):
-        if os.path.exists(name):
-            os.remove(name)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(db_path + suffix):
+            os.remove(db_path + suffix)
     return manifest
 
 
