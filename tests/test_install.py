@@ -59,11 +59,23 @@ def make_venv(test):
     return python, site
 
 
+def checkout_copy(test):
+    """The checkout's sources in a new directory: pip builds in the tree it installs, and
+    parallel test workers building in one tree collide on its build/ directory."""
+    directory = os.path.join(tempfile.mkdtemp(prefix="rdsrc"), "checkout")
+    test.addCleanup(shutil.rmtree, os.path.dirname(directory), ignore_errors=True)
+    shutil.copytree(REPOSITORY, directory, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "_trial_temp*", ".hypothesis", "__pycache__",
+        "*.egg-info"))
+    return directory
+
+
 def pip_install(test, python, arguments):
-    """``pip install ARGUMENTS`` into the venv of ``python``, from the checkout, offline."""
+    """``pip install ARGUMENTS`` into the venv of ``python``, from a copy of the checkout,
+    offline."""
     result = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install"]
-                            + arguments, cwd=REPOSITORY, env=dict(os.environ, **OFFLINE),
-                            capture_output=True, text=True)
+                            + arguments, cwd=checkout_copy(test),
+                            env=dict(os.environ, **OFFLINE), capture_output=True, text=True)
     test.assertEqual(result.returncode, 0, result.stderr)
 
 
