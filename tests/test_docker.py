@@ -1,10 +1,10 @@
 """The Docker image's build context and data ownership, without a Docker engine.
 
-dockerd (Debian's docker.io) starts in CI's sandbox, but the base image
-python:3.12-slim cannot be pulled there, so the image is not built.  What the
-engine would do is checked instead: which files of a used checkout COPY takes
-(Docker's .dockerignore rules), and that the volume the servers write is owned
-by the uid they run as, in the Dockerfile, docker-compose.yml and Kubernetes.
+tests.test_docker_live builds and runs the image where an engine and the base
+image are at hand; these checks run everywhere: which files of a used checkout
+COPY takes (Docker's .dockerignore rules), and that the volume the servers
+write is owned by the uid they run as, in the Dockerfile, docker-compose.yml
+and Kubernetes.
 """
 
 import os
