@@ -15,12 +15,12 @@ import json
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
-from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from . import __version__
 from .config import ConfigError
+from .logs import Logger
 from .metrics import HbbrCollector, HbbsCollector, exposition, registry_for
 from .wire import keys
 

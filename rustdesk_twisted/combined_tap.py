@@ -9,18 +9,34 @@ hbbr's allow table, and hbbr pairs nothing else (USERS.md 1.12).
 """
 
 import os
+import resource
 
 from twisted.application.service import MultiService
-from twisted.logger import Logger
 from twisted.python import usage
 
+from . import logs
 from .config import ConfigError
+from .listeners import unix_socket_in
+from .logs import Logger
 from .pluginoptions import PluginOptions
 from .startup import exit_on_startup_error
 from .hbbr import tap as hbbr_tap
+from .admission import DescriptorBudget
 from .hbbr.announce import AllowedUuids
+from .hbbr.early import MAX_EARLY_BYTES, MAX_EARLY_BYTES_TOTAL
+from .hbbr.server import MAX_CONNECTIONS_PER_IP
 from .hbbs import tap as hbbs_tap
 from .wire import keys
+from .wire.websocket import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_PROXY,
+    DEFAULT_MAX_REQUEST_HEAD,
+)
+
+
+HBBS_SHARE = 4
+RELAY_PASSED_ON = ("max-connections-per-ip", "max-connections", "max-early-bytes",
+                   "max-early-bytes-total")
 
 
 class Options(PluginOptions):
@@ -45,6 +61,26 @@ class Options(PluginOptions):
                                 "unix:DATA_DIR/hbbs-console.sock)"],
         ["relay-console", None, None, "endpoint of the hbbr console, or 'off' (default "
                                       "unix:DATA_DIR/hbbr-console.sock)"],
+        ["relay-max-connections-per-ip", None, None, "hbbr's --max-connections-per-ip "
+                                                     f"(default {MAX_CONNECTIONS_PER_IP})"],
+        ["relay-max-connections", None, None, "hbbr's --max-connections (default: what the "
+                                              "descriptors left to hbbr allow)"],
+        ["relay-max-early-bytes", None, None, "hbbr's --max-early-bytes (default "
+                                              f"{MAX_EARLY_BYTES})"],
+        ["relay-max-early-bytes-total", None, None, "hbbr's --max-early-bytes-total "
+                                                    f"(default {MAX_EARLY_BYTES_TOTAL})"],
+        ["hbbs-descriptors", None, None, "descriptors kept for hbbs's connections however "
+                                         "busy the relay is (default a quarter of the "
+                                         "descriptor budget)", int],
+        ["max-connections-per-proxy", None, None, "WebSocket connections of both servers from "
+                                                  "one trusted proxy (default "
+                                                  f"{DEFAULT_MAX_CONNECTIONS_PER_PROXY})"],
+        ["handshake-timeout", None, None, "seconds from accept within which a WebSocket "
+                                          "connection must complete its upgrade (default "
+                                          f"{DEFAULT_HANDSHAKE_TIMEOUT})"],
+        ["max-request-head", None, None, "bytes a WebSocket connection may send before its "
+                                         "upgrade (default "
+                                         f"{DEFAULT_MAX_REQUEST_HEAD})"],
     ]
     optFlags = [
         ["announced-only", None, "hbbr pairs only relay uuids this hbbs brokered in the last "
@@ -52,6 +88,8 @@ class Options(PluginOptions):
     ]
 
     def postOptions(self):
+        if self["hbbs-descriptors"] is not None and self["hbbs-descriptors"] < 0:
+            raise usage.UsageError("--hbbs-descriptors must not be negative")
         if self["relay-port"] is not None:
             try:
                 self["relay-port"] = int(self["relay-port"])
@@ -59,14 +97,11 @@ class Options(PluginOptions):
                 raise usage.UsageError(f"invalid relay port {self['relay-port']!r}") from None
 
 
-def _unix(directory, name):
-    return "unix:" + os.path.join(directory, name).replace(":", "\\:") + ":mode=600:lockfile=1"
-
-
 def hbbs_options(options):
     parsed = hbbs_tap.Options()
     argv = []
-    for name in ("port", "bind", "key", "relay-servers", "data-dir", "console"):
+    for name in ("port", "bind", "key", "relay-servers", "data-dir", "console",
+                 "max-connections-per-proxy", "handshake-timeout", "max-request-head"):
         if options[name] is not None:
             argv += [f"--{name}", options[name]]
     parsed.parseOptions(argv)
@@ -78,9 +113,16 @@ def hbbr_options(options, config):
     relay_port = options["relay-port"] if options["relay-port"] is not None else config.port + 1
     argv = ["--directory", config.data_dir, "--port", str(relay_port),
             "--key", "-" if config.key_option is None else config.key_option,
-            "--console", options["relay-console"] or _unix(config.data_dir, "hbbr-console.sock")]
+            "--console",
+            options["relay-console"] or unix_socket_in(config.data_dir, "hbbr-console.sock")]
     if config.bind:
         argv += ["--bind", config.bind]
+    for name in RELAY_PASSED_ON:
+        if options["relay-" + name] is not None:
+            argv += ["--" + name, options["relay-" + name]]
+    argv += ["--max-connections-per-proxy", str(config.max_per_proxy),
+             "--handshake-timeout", str(config.handshake_timeout),
+             "--max-request-head", str(config.max_request_head)]
     parsed = hbbr_tap.Options()
     parsed.parseOptions(argv)
     return parsed
@@ -101,19 +143,29 @@ class LocalAnnouncer:
 
 
 class CombinedService(MultiService):
-    """hbbs, then hbbr; errors at start become one line and exit status 1."""
+    """hbbs, then hbbr; errors at start become one line and exit status 1.
+
+    Both draw their connections from one descriptor budget, sized at start,
+    of which ``hbbs_descriptors`` (default a quarter) stay free for hbbs.
+    """
 
     log = Logger()
 
-    def __init__(self, hbbs, hbbr, reactor):
+    def __init__(self, hbbs, hbbr, reactor, hbbs_descriptors=None, rlimits=resource):
         super().__init__()
         self.hbbs = hbbs
         self.hbbr = hbbr
         self.reactor = reactor
+        self.hbbs_descriptors = hbbs_descriptors
+        self.rlimits = rlimits
         hbbs.setServiceParent(self)
         hbbr.setServiceParent(self)
 
     def startService(self):
+        share = self.hbbs.descriptors
+        share.budget.open(self.rlimits)
+        share.guaranteed = (self.hbbs_descriptors if self.hbbs_descriptors is not None
+                            else share.budget.total // HBBS_SHARE)
         exit_on_startup_error("rustdesk-server", super().startService)
         server, allowed = self.hbbs.server, self.hbbr.allowed
         if allowed is not None:
@@ -121,10 +173,11 @@ class CombinedService(MultiService):
                                                     then=server.relay_announcer)
         public = server.server_key.public_key
         self.log.info("hbbs and hbbr share {directory} and key {fingerprint}; relay pairs "
-                      "{which} uuids", directory=os.path.abspath(self.hbbs.config.data_dir),
+                      "{which} uuids; {kept} of {total} connection descriptors kept for hbbs",
+                      directory=os.path.abspath(self.hbbs.config.data_dir),
                       fingerprint=keys.fingerprint(public) if public is not None else "(none)",
                       which="only announced" if allowed is not None else "any",
-                      event="combined_ready")
+                      kept=share.guaranteed, total=share.budget.total, event="combined_ready")
 
 
 def makeService(options, reactor=None):
@@ -135,6 +188,10 @@ def makeService(options, reactor=None):
         relay = hbbr_options(options, config)
     except (ConfigError, usage.UsageError) as e:
         raise SystemExit(f"rustdesk-server: {e}")
+    logs.set_level(config.log_level)
     allowed = AllowedUuids() if options["announced-only"] else None
-    return CombinedService(hbbs_tap.HbbsService(config, reactor),
-                           hbbr_tap.HbbrService(relay, reactor, allowed=allowed), reactor)
+    budget = DescriptorBudget()
+    return CombinedService(
+        hbbs_tap.HbbsService(config, reactor, descriptors=budget.share("hbbs")),
+        hbbr_tap.HbbrService(relay, reactor, allowed=allowed, descriptors=budget.share("hbbr")),
+        reactor, options["hbbs-descriptors"])

@@ -15,9 +15,40 @@ Two ways to get JSON:
 
 import sys
 
-from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.logger import ILogObserver, LogLevel, jsonFileLogObserver
+from twisted.logger import Logger as _TwistedLogger
 
 FORMATS = ("text", "json")
+LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn,
+          "error": LogLevel.error, "critical": LogLevel.critical}
+_PRIORITY = {level: rank for rank, level in enumerate(LEVELS.values())}
+_minimum = [_PRIORITY[LogLevel.info]]
+
+
+def check_level(name):
+    """The validated ``--log-level`` value; ValueError for an unknown one."""
+    value = (name or "info").strip().lower()
+    if value not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {name!r}")
+    return value
+
+
+def set_level(name):
+    """Drop, process-wide, the events of our loggers below level ``name``."""
+    _minimum[0] = _PRIORITY[LEVELS[check_level(name)]]
+
+
+class Logger(_TwistedLogger):
+    """A ``twisted.logger.Logger`` that drops events below the process-wide level.
+
+    twistd writes every level it is given, debug included, so without this a
+    routine event logged at debug in a flood would still cost a formatted line
+    of I/O each.  The check comes before any formatting or publishing.
+    """
+
+    def emit(self, level, format=None, **kwargs):
+        if _PRIORITY.get(level, 0) >= _minimum[0]:
+            super().emit(level, format, **kwargs)
 
 
 def json_observer(stream=None):

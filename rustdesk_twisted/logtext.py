@@ -11,7 +11,7 @@ filter anchored on that position cannot be fooled by what follows.
 count of the hits it did not log, so a flood costs counters, not log I/O.
 """
 
-from twisted.logger import Logger
+from .logs import Logger
 
 MAX_QUOTED = 64
 _PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}

@@ -17,6 +17,7 @@ from prometheus_client.exposition import generate_latest
 PUNCH_PREFIX = "punch_"
 RELAY_PREFIX = "relay_"
 ANSWER_PREFIX = "answer_"
+CHANGE_ID_PREFIX = "change_id_"
 REGISTRATIONS = ("register_peer", "register_pk")
 WEBSOCKET = ("websocket_opened", "websocket_closed")
 ANNOUNCE_LINES = ("accepted", "keepalive", "used", "bad_signature", "stale", "malformed")
@@ -32,6 +33,15 @@ def _counter(name, doc, labels=(), samples=()):
 
 def _gauge(name, doc, value):
     return GaugeMetricFamily(name, doc, value=value)
+
+
+def _websocket_refusals(name, service):
+    """WebSocket connections refused or aborted by the listener's guard, by limit."""
+    admission = service.websocket_admission
+    hits = admission.limit_log.hits if admission is not None else {}
+    return _counter(name, "WebSocket connections refused at accept or aborted before their "
+                    "payload was read (request head, handshake deadline, message size), by "
+                    "limit.", ["limit"], (((limit,), hits[limit]) for limit in sorted(hits)))
 
 
 class HbbsCollector:
@@ -74,8 +84,15 @@ class HbbsCollector:
         yield _counter("rustdesk_hbbs_answers",
                        "B's answers (punch_hole_response, relay_response) by whether A was "
                        "still waiting.", ["kind", "result"], answers)
+        yield _counter("rustdesk_hbbs_change_id",
+                       "Change-ID requests by outcome (without_proof: NOT_SUPPORT and a "
+                       "challenge; ok and refused: requests with a proof of the id's key; "
+                       "udp_ignored: never taken over UDP).", ["outcome"],
+                       (((name[len(CHANGE_ID_PREFIX):],), counters[name])
+                        for name in sorted(counters) if name.startswith(CHANGE_ID_PREFIX)))
         limits = (("ip_per_minute_or_ids_per_day", registry.ip_blocker.blocked),
-                  ("registrations_per_id", registry.throttled))
+                  ("registrations_per_id", registry.throttled),
+                  ("key_change_while_online_elsewhere", registry.key_changes_refused))
         yield _counter("rustdesk_hbbs_rate_limit_hits", "Registrations refused TOO_FREQUENT.",
                        ["limit"], (((name,), value) for name, value in limits))
         hits = {}
@@ -90,6 +107,7 @@ class HbbsCollector:
                        samples=[((), opened)])
         yield _gauge("rustdesk_hbbs_websocket_connections_open", "WebSocket connections open.",
                      opened - counters.get(WEBSOCKET[1], 0))
+        yield _websocket_refusals("rustdesk_hbbs_websocket_refused", self.service)
         yield _gauge("rustdesk_hbbs_relays_active", "Configured relays currently usable.",
                      len(server.relays.active))
         yield _gauge("rustdesk_hbbs_relays_configured", "Relays configured.",
@@ -141,6 +159,27 @@ class HbbrCollector:
                    if name.startswith("refused_")]
         yield _counter("rustdesk_hbbr_refused", "Connections refused, by reason (licence key "
                        "mismatch is an authentication failure).", ["reason"], refused)
+        hits = {}
+        for limits in (relay.limits, self.service.announce_limits, relay.early):
+            if limits is not None:
+                for name, value in limits.limit_log.hits.items():
+                    hits[name] = hits.get(name, 0) + value
+        yield _counter("rustdesk_hbbr_limit_hits", "Limit hits: connections refused at "
+                       "accept, waiting connections no longer read (each is logged once per "
+                       "source and minute).", ["limit"],
+                       (((name,), hits[name]) for name in sorted(hits)))
+        yield _gauge("rustdesk_hbbr_connections_open", "Relay connections (TCP and WebSocket) "
+                     "open, counted from accept.", relay.limits.total)
+        yield _gauge("rustdesk_hbbr_early_bytes_held", "Bytes read from connections waiting "
+                     "for their partner, held until it arrives.", relay.early.held)
+        budget = relay.limits.budget
+        if budget is not None:
+            yield _gauge("rustdesk_hbbr_descriptors_used", "Descriptors this relay's "
+                         "connections hold.", budget.used)
+            yield _gauge("rustdesk_hbbr_descriptors_budget", "Descriptors all connections of "
+                         "this process may hold (the descriptor limit minus a reserve).",
+                         budget.budget.total)
+        yield _websocket_refusals("rustdesk_hbbr_websocket_refused", self.service)
         gate = self.service.announce_gate
         if gate is not None:
             counts = gate.counts

@@ -9,8 +9,8 @@ TCP listener ``loopback_only`` keeps the official "loopback peers only" rule.
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 
+from .logs import Logger
 from .wire.addr_mangle import is_loopback
 
 READ_TIMEOUT = 1.0

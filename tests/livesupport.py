@@ -41,12 +41,20 @@ class _TwistdProcess(protocol.ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
-def start_twistd(reactor, plugin, args, directory, marker):
-    """Start ``twistd -n plugin args`` in ``directory``; fires when ``marker`` is printed."""
+def start_twistd(reactor, plugin, args, directory, marker, umask=None, nofile=None):
+    """Start ``twistd -n plugin args`` in ``directory``; fires when ``marker`` is printed.
+
+    ``umask`` (an int) is set in the child before twistd runs, and so is
+    ``nofile``, as both the soft and the hard RLIMIT_NOFILE.
+    """
     process = _TwistdProcess(marker)
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=REPOSITORY + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+    prelude = f"import os; os.umask({umask:#o}); " if umask is not None else ""
+    if nofile is not None:
+        prelude += (f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, "
+                    f"({nofile}, {nofile})); ")
+    command = [sys.executable, "-c", prelude + "from twisted.scripts.twistd import run; run()",
                "-n", "--pidfile=", "--logfile=-", plugin] + list(args)
     reactor.spawnProcess(process, sys.executable, command, env=env, path=directory)
     return process

@@ -6,17 +6,20 @@ the peer handshake of PROTOCOL.md section 5.5 over it, and the echo.
 """
 
 from nacl.signing import SigningKey
+from twisted.internet.protocol import Factory, Protocol
 
-from rustdesk_twisted.client import ControlledPeer, ControllingPeer, SessionError
+from rustdesk_twisted.client import ControlledPeer, ControllingPeer, ServerAddress, SessionError
 from rustdesk_twisted.client.rendezvous import (
     increase_port,
     relay_destination,
     split_host_port,
 )
 from rustdesk_twisted.hbbr.protocols import TcpRelayFactory, relay_site
-from rustdesk_twisted.wire.websocket import TrustedProxies
+from rustdesk_twisted.admission import ConnectionLimits
+from rustdesk_twisted.wire.websocket import TrustedProxies, WebSocketAdmission
 from rustdesk_twisted.hbbr.server import RelayServer
-from rustdesk_twisted.wire import keys
+from rustdesk_twisted.wire import keys, messages
+from rustdesk_twisted.wire.framing import encode_frame
 from rustdesk_twisted.wire import rendezvous_pb2 as pb
 
 from .fakenet import FULL_CONE, PORT_RESTRICTED, SYMMETRIC
@@ -35,7 +38,8 @@ class RelayedScenario(Scenario):
         self.relay = RelayServer(self.clock, licence=KEY)
         host = self.network.add_host(RELAY_IP)
         host.listen_tcp(21117, TcpRelayFactory(self.relay))
-        host.listen_tcp(21119, relay_site(self.relay, TrustedProxies(["127.0.0.1"])))
+        host.listen_tcp(21119, relay_site(self.relay, WebSocketAdmission(
+            self.clock, ConnectionLimits(self.clock), TrustedProxies(["127.0.0.1"]))))
 
     def controlled(self, *args, **options):
         options.setdefault("key", KEY)
@@ -237,6 +241,28 @@ class ControllingFailureTests(RelayedScenario):
         self.assertEqual(self.successResultOf(seen), {"n": 0})
         self.assertEqual(len(a.events), a.MAX_EVENTS)
         self.assertEqual(a.events[0], ("tick", {"n": 5}))
+
+
+class _OfficialHbbsTcp(Protocol):
+    """The official hbbs on TCP 21116: any RegisterPk is answered NOT_SUPPORT, then it closes."""
+
+    def dataReceived(self, data):
+        self.transport.write(encode_frame(messages.register_pk_response(
+            pb.RegisterPkResponse.NOT_SUPPORT).SerializeToString()))
+        self.transport.loseConnection()
+
+
+class ChangeIdTests(Scenario):
+
+    def test_a_server_without_challenge_leaves_its_answer(self):
+        self.network.add_host("198.51.100.9").listen_tcp(21116,
+                                                         Factory.forProtocol(_OfficialHbbsTcp))
+        b = ControlledPeer(self.host_behind(FULL_CONE, "203.0.113.50"),
+                           ServerAddress("198.51.100.9"), B_ID)
+        d = b.change_id("alice-pc")
+        self.network.flush()
+        self.assertEqual(self.successResultOf(d), pb.RegisterPkResponse.NOT_SUPPORT)
+        self.assertEqual(b.id, B_ID)
 
 
 class AddressTests(Scenario):

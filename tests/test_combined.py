@@ -16,6 +16,7 @@ from rustdesk_twisted.wire import keys, messages
 from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPeer, RegisterPk
 
 from .livesupport import FramedClient
+from .test_admission import FakeLimits
 from .test_hbbr_support import TcpPeer, frame_request
 
 PORT = 30116
@@ -57,10 +58,11 @@ class CombinedServiceTests(TestCase):
         self.reactor = ThreadedMemoryReactor()
         self.reactor.advance(1_700_000_000)
 
-    def start(self, *argv):
+    def start(self, *argv, descriptors=20000):
         service = makeService(options("--data-dir", self.directory, "-p", str(PORT),
                                       "-b", "127.0.0.1", *argv), reactor=self.reactor)
         self.assertEqual(os.listdir(self.directory), [], "makeService touched the disk")
+        service.rlimits = FakeLimits(descriptors, descriptors)
         service.startService()
         self.addCleanup(service.stopService)
         return service
@@ -96,6 +98,26 @@ class CombinedServiceTests(TestCase):
         self.assertIsNone(service.hbbr.relay.allowed)
         consoles = sorted(os.path.basename(u[0]) for u in self.reactor.unixServers)
         self.assertEqual(consoles, ["hbbr-console.sock", "hbbs-console.sock"])
+
+    def test_relay_flood_leaves_hbbs_its_descriptors(self):
+        """hbbr and hbbs draw on one budget: 256 + 40 descriptors leave 40 for connections,
+        a quarter of them kept for hbbs, so a relay flood cannot take hbbs's TCP down.  A
+        relay connection costs three (its splice pipes)."""
+        service = self.start("--relay-max-connections-per-ip", "1000",
+                             "--relay-max-connections", "1000", descriptors=296)
+        relay, rendezvous = self.listener(PORT + 1), self.listener(PORT)
+        hosts = (IPv4Address("TCP", f"198.51.100.{n}", 50000) for n in range(1, 255))
+        flood = 0
+        while relay.buildProtocol(next(hosts)) is not None:
+            flood += 1
+        self.assertEqual(flood, 10)
+        hbbs = [rendezvous.buildProtocol(next(hosts)) for _ in range(11)]
+        self.assertEqual([p is not None for p in hbbs], [True] * 10 + [False])
+        self.assertEqual(service.hbbr.relay.limits.limit_log.hits, {"descriptors": 1})
+
+    def test_relay_connections_default_to_what_hbbs_leaves(self):
+        service = self.start("--hbbs-descriptors", "100", descriptors=1256)
+        self.assertEqual(service.hbbr.relay.limits.max_total, (1000 - 100) // 3)
 
     def test_key_option_reaches_both(self):
         service = self.start("-k", "")

@@ -96,5 +96,6 @@ class CraftedIdTests(unittest.TestCase):
         self.assertIn("limit registrations-per-minute reached", output)
         for line in output.splitlines():
             self.assertRegex(line, TIMESTAMP, "a client broke a log line")
+        self.assertNotIn("#debug]", output)  # routine refusals cost no output by default
         self.assertNotIn("\x1b", output)
         self.assertNotIn("\x00", output)

@@ -9,7 +9,7 @@ from twisted.test import iosim
 from twisted.web.websocket import WebSocketClientEndpoint
 
 from rustdesk_twisted.hbbr.protocols import TcpRelayFactory, relay_site
-from rustdesk_twisted.wire.websocket import TrustedProxies
+from rustdesk_twisted.wire.websocket import TrustedProxies, WebSocketAdmission
 from rustdesk_twisted.hbbr.server import RelayServer
 from rustdesk_twisted.wire.framing import encode_frame
 from rustdesk_twisted.wire.messages import wrap
@@ -85,7 +85,9 @@ class Harness:
         self.server = RelayServer(self.reactor, **server_options)
         self.server.start()
         self.tcp_factory = TcpRelayFactory(self.server)
-        self.site = relay_site(self.server, TrustedProxies(trusted.split(",")))
+        self.site = relay_site(self.server, WebSocketAdmission(
+            self.reactor, self.server.limits, TrustedProxies(trusted.split(",")),
+            admit=self.server.unblocked))
         self.pumps = []
         self._port = 40000
 

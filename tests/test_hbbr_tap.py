@@ -2,6 +2,7 @@
 
 import os
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
@@ -10,6 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from rustdesk_twisted.config import Settings
 from rustdesk_twisted.hbbr.tap import Options, makeService, relay_ports, with_backlog
 from rustdesk_twisted.wire.keys import KeyFileError, b64, fingerprint, generate_keypair
+
+from .test_admission import FakeLimits
 
 
 def options(*argv):
@@ -62,6 +65,7 @@ class ServiceTests(SynchronousTestCase):
         before = sorted(os.listdir(self.directory))
         service = makeService(options("--directory", self.directory, *argv), reactor=reactor).inner
         service.environ = environ or {}
+        service.rlimits = FakeLimits(20000, 20000)
         self.assertEqual(sorted(os.listdir(self.directory)), before,
                          "makeService touched the disk")
         service.startService()
@@ -82,14 +86,42 @@ class ServiceTests(SynchronousTestCase):
         self.assertIn("no licence key", text)
         self.assertIn("bandwidth: single 64Mb/s, total 1024Mb/s", text)
 
-    def test_cli_overrides_env_and_default_console_is_unix(self):
+    def test_cli_overrides_env_and_default_console_is_unix_in_data_dir(self):
         with open(os.path.join(self.directory, ".env"), "w") as f:
             f.write("PORT=31000\n")
         reactor, _ = self.start("-p", "32000", "-b", "127.0.0.1")
         self.assertEqual(sorted((p, i) for p, _, _, i in reactor.tcpServers),
                          [(32000, "127.0.0.1"), (32002, "127.0.0.1"), (32004, "127.0.0.1")])
-        [(path, _, _, _, _)] = [u[:5] for u in reactor.unixServers]
-        self.assertEqual(path, "hbbr-console.sock")
+        [(path, _, _, mode, locked)] = [u[:5] for u in reactor.unixServers]
+        self.assertEqual((path, mode, locked),
+                         (os.path.join(self.directory, "hbbr-console.sock"), 0o600, True))
+
+    def test_console_given_without_mode_is_owner_only(self):
+        for given, mode in (("unix:c.sock", 0o600), ("unix:c.sock:mode=666", 0o600),
+                            ("unix:c.sock:mode=640", 0o600), ("unix:c.sock:mode=400", 0o400)):
+            reactor, service = self.start("--console", given)
+            [(_, _, _, got)] = [u[:4] for u in reactor.unixServers]
+            self.assertEqual(got, mode, given)
+            service.stopService()
+
+    def test_limits_in_help_and_banner(self):
+        text = str(options())
+        for flag in ("--max-connections-per-ip=", "--max-connections=",
+                     "--announce-max-connections-per-ip=", "--max-early-bytes=",
+                     "--max-early-bytes-total="):
+            self.assertIn(flag, text)
+        for argv in (["--max-connections-per-ip", "0"], ["--max-early-bytes", "-1"]):
+            self.assertRaises(usage.UsageError, options, *argv)
+        service = makeService(options("--directory", self.directory, "--no-splice",
+                                      "--max-connections-per-ip", "7"),
+                              reactor=MemoryReactorClock()).inner
+        service.rlimits = FakeLimits(1024, 4096)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual((service.relay.limits.max_total, service.relay.limits.max_per_ip),
+                         (4096 - 256, 7))
+        self.assertIn("descriptors: soft limit raised from 1024 to 4096; at most 3840 "
+                      "connections, 7 per IP (IPv6: per /64)", "\n".join(self.messages()))
 
     def test_key_fingerprint_in_banner(self):
         secret = generate_keypair(self.directory)
@@ -117,6 +149,18 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(os.listdir(self.directory), ["id_ed25519.pub"])
         self.assertIn(f"announcements checked with key {fingerprint(public)}",
                       "\n".join(self.messages()))
+
+    def test_announce_listener_capped_per_source_from_accept(self):
+        self.write_public_file()
+        reactor, service = self.start("--announce-endpoint", "tcp:21122:interface=127.0.0.1",
+                                      "--announce-max-connections-per-ip", "2")
+        [factory] = [f for p, f, _, _ in reactor.tcpServers if p == 21122]
+        peer = IPv4Address("TCP", "192.0.2.1", 1)
+        built = [factory.buildProtocol(peer) for _ in range(3)]
+        self.assertEqual([p is not None for p in built], [True, True, False])
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.2", 1)))
+        self.assertEqual(service.announce_limits.limit_log.hits,
+                         {"announce-connections-per-ip": 1})
 
     def test_announce_endpoint_key_option(self):
         public = bytes(range(1, 33))

@@ -16,7 +16,7 @@ import tempfile
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
@@ -199,6 +199,7 @@ class FullDiskTests(MountedTestCase):
         self.assertEqual(code, 503)
         self.assertFalse(body["checks"]["database"]["ok"])
         self.assertIn("full", body["checks"]["database"]["detail"])
+        yield until(lambda: "not ready:" in hbbs.output)  # the line may trail the answer
         output = hbbs.output
         self.assertEqual(output.count("registrations are refused until"), 1, output[-3000:])
         self.assertEqual(output.count("not ready:"), 1, output[-3000:])

@@ -19,6 +19,7 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from rustdesk_twisted import logs
 from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import LanRules, RendezvousServer
@@ -26,10 +27,10 @@ from rustdesk_twisted.admission import ConnectionLimits
 from rustdesk_twisted.hbbs.streams import NatTestTCP, RendezvousTCPFactory
 from rustdesk_twisted.hbbs.udp import RendezvousUDP
 from rustdesk_twisted.hbbs.websocket import RendezvousWebSocketFactory
-from rustdesk_twisted.wire import addr_mangle, keys, messages, secure
+from rustdesk_twisted.wire import addr_mangle, keys, messages, ownership, secure
 from rustdesk_twisted.wire import rendezvous_pb2 as pb
 from rustdesk_twisted.wire.framing import encode_frame
-from rustdesk_twisted.wire.websocket import TrustedProxies, websocket_site
+from rustdesk_twisted.wire.websocket import WebSocketAdmission, websocket_site
 
 from rustdesk_twisted.client import (
     CLIENT_VERSION,
@@ -90,8 +91,9 @@ class Hbbs:
         self.host.listen_tcp(21116, self.tcp)
         self.host.listen_tcp(21115, RendezvousTCPFactory(
             self.server, clock, offer_secure=False, limits=limits, protocol_class=NatTestTCP))
-        self.websocket = RendezvousWebSocketFactory(self.server, clock, TrustedProxies(), limits)
-        self.host.listen_tcp(21118, websocket_site(self.websocket, 64 * 1024, reactor=clock))
+        self.websocket = RendezvousWebSocketFactory(self.server, clock)
+        self.host.listen_tcp(21118, websocket_site(
+            self.websocket, WebSocketAdmission(clock, limits), 64 * 1024))
         self.address = ServerAddress(SERVER_IP)
         self.clock = clock
 
@@ -114,6 +116,8 @@ class Scenario(SynchronousTestCase):
         self.clock.advance(START)
         self.network = FakeNetwork(self.clock)
         self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        logs.set_level("debug")  # the scenarios read routine events too
+        self.addCleanup(logs.set_level, "info")
 
     def hbbs(self, **options):
         options.setdefault("dual_stack", self.DUAL_STACK)
@@ -173,6 +177,26 @@ class Scenario(SynchronousTestCase):
 
     def log_events(self, name):
         return [e for e in self.logged if e.get("event") == name]
+
+    def exchange(self, client, *requests):
+        """Send ``requests`` on a raw client; the messages it got, parsed, after each."""
+        seen = []
+        for request in requests:
+            start = len(client.received)
+            client.send(messages.wrap("register_pk", request))
+            self.network.flush()
+            seen.append([messages.parse(p) for p in client.received[start:]])
+        return seen
+
+    def official_change_id(self, client, new_id, uuid, pk=b""):
+        """What an official client does: one request, then the first message that is not a
+        KeyExchange among the next two (get_next_nonkeyexchange_msg); None if there is none."""
+        [replies] = self.exchange(client, pb.RegisterPk(old_id=B_ID, id=new_id, uuid=uuid,
+                                                        pk=pk))
+        for message in replies[:2]:
+            if message.WhichOneof("union") != "key_exchange":
+                return message
+        return None
 
     def lose_notices(self, b, count=None):
         """Lose the server's UDP notifications to B (all, or the first ``count``)."""
@@ -297,11 +321,16 @@ class UuidMismatchTests(Scenario):
         self.assertEqual(moved.results[0], Result.UUID_MISMATCH)
 
     def test_same_machine_new_ip_or_new_key_is_ok(self):
+        """A desktop moving while its old address is still online, then getting a new key."""
         b = self.controlled(detect_nat=False)
         moved = self.controlled(public_ip="203.0.113.30", detect_nat=False, uuid=b.uuid,
                                 signing_key=b.signing_key)
         self.assertEqual(moved.results, [Result.OK])
-        self.network.advance(8)
+        self.assertEqual(self.connect(self.controlling()).kind, "direct")
+        b.stop()
+        moved.stop()
+        # A new key is taken once the address the id moved from is out of its online window.
+        self.network.advance(30)
         rekeyed = self.controlled(public_ip="203.0.113.30", private_ip="10.0.0.9",
                                   detect_nat=False, uuid=b.uuid)
         self.assertEqual(rekeyed.results, [Result.OK])
@@ -949,7 +978,8 @@ class TcpRegistrationTests(Scenario):
 
 
 class ChangeIdTests(Scenario):
-    """Section 4.2 b1: RegisterPk{old_id, id, uuid} with no pk on a fresh connection."""
+    """Section 4.2 b1: RegisterPk{old_id, id, uuid} on a fresh connection, then the proof of
+    the id's key over the challenge hbbs sends on it (wire/ownership.py)."""
 
     def setUp(self):
         super().setUp()
@@ -961,6 +991,8 @@ class ChangeIdTests(Scenario):
 
     def test_rename(self):
         self.assertEqual(self.change("alice-pc"), Result.OK)
+        [challenged] = self.log_events("change_id_challenged")
+        self.assertEqual(challenged["ip"], B_PUBLIC_IP)
         self.assertEqual(self.b.id, "alice-pc")
         self.assertIsNone(self.server.registry.get(B_ID))
         self.assertEqual(self.server.registry.get("alice-pc").uuid, self.b.uuid)
@@ -984,6 +1016,106 @@ class ChangeIdTests(Scenario):
         self.assertIsNotNone(self.server.registry.get(B_ID))
         [refused] = self.log_events("change_id_refused")
         self.assertEqual(refused["log_level"], LogLevel.warn)
+
+    def test_official_client_gets_not_support(self):
+        """An official client's change-ID carries no proof: "server_not_support"."""
+        answer = self.official_change_id(self.raw_client(), "alice-pc", self.b.uuid)
+        self.assertEqual(answer.SerializeToString(), bytes.fromhex("82 01 02 08 06"))
+        ws = WebSocketRendezvousClient()
+        ws.connection = self.host_behind(FULL_CONE, "203.0.113.78").connect_tcp(
+            (SERVER_IP, 21118), ws)
+        self.network.flush()
+        answer = self.official_change_id(ws, "alice-pc", self.b.uuid)
+        self.assertEqual(answer.register_pk_response.result, Result.NOT_SUPPORT)
+        self.assertIsNotNone(self.server.registry.get(B_ID))
+        self.assertIsNone(self.server.registry.get("alice-pc"))
+
+    def test_proof_fits_only_its_connection(self):
+        """A proof seen on one connection (signed by the owner) fails on any other."""
+        bare = pb.RegisterPk(old_id=B_ID, id="alice-pc", uuid=self.b.uuid)
+        first, second, third = self.raw_client(), self.raw_client(), self.raw_client()
+        [[offer, refusal, challenge]] = self.exchange(first, bare)
+        self.assertEqual((offer.WhichOneof("union"), refusal.register_pk_response.result),
+                         ("key_exchange", Result.NOT_SUPPORT))
+        [nonce] = challenge.key_exchange.keys
+        proved = pb.RegisterPk(old_id=B_ID, id="alice-pc", uuid=self.b.uuid,
+                               pk=ownership.sign_change_id(self.b.signing_key, nonce, B_ID,
+                                                           "alice-pc"))
+        [_, [replayed]] = self.exchange(second, bare, proved)
+        self.assertEqual(replayed.register_pk_response.result, Result.UUID_MISMATCH)
+        self.assertTrue(second.closed)
+        [[unasked]] = self.exchange(third, proved)
+        self.assertEqual(unasked.register_pk_response.result, Result.UUID_MISMATCH)
+        self.assertIsNotNone(self.server.registry.get(B_ID))
+        [[answer]] = self.exchange(first, proved)
+        self.assertEqual(answer.register_pk_response.result, Result.OK)
+        self.assertTrue(first.closed)
+        self.assertEqual(self.server.registry.get("alice-pc").pk, self.b.pk)
+        self.assertEqual({k: v for k, v in self.server.server.counters.items()
+                          if k.startswith("change_id_")},
+                         {"change_id_without_proof": 2, "change_id_refused": 2,
+                          "change_id_ok": 1})
+
+    def test_change_over_websocket(self):
+        b = self.controlled(transport="ws", peer_id="987654321", public_ip="203.0.113.40")
+        self.assertEqual(self.change("bob-laptop", b), Result.OK)
+        self.assertEqual(self.server.registry.get("bob-laptop").pk, b.pk)
+        self.assertEqual(len(self.log_events("change_id_challenged")), 1)
+
+
+class IdTakeoverTests(Scenario):
+    """Issue 9 item 7: a mobile-style peer (uuid = pk) hands its pk to anyone who connects;
+    with it, a stranger must not move the id, nor give it another key."""
+
+    def setUp(self):
+        super().setUp()
+        self.hbbs()
+        key = SigningKey(bytes(range(40, 72)))
+        self.victim = self.controlled(detect_nat=False, signing_key=key,
+                                      uuid=bytes(key.verify_key))
+        self.attacker = self.controlling(public_ip="203.0.113.66")
+        outcome = self.connect(self.attacker)
+        self.pk = keys.verify_id_pk(PUBLIC, outcome.signed_pk, B_ID)
+        self.assertEqual(self.pk, self.victim.pk)
+
+    def assert_id_stays_with_the_victim(self):
+        peer = self.server.registry.get(B_ID)
+        self.assertEqual((peer.uuid, peer.pk), (self.victim.pk, self.victim.pk))
+        self.assertIsNone(self.server.registry.get("stolen-id"))
+        self.network.advance(15)
+        outcome = self.connect(self.controlling(public_ip="203.0.113.67"))
+        self.assertEqual(keys.verify_id_pk(PUBLIC, outcome.signed_pk, B_ID), self.victim.pk)
+        self.assertEqual(outcome.kind, "direct")
+
+    def test_change_id_over_tcp(self):
+        answer = self.official_change_id(self.raw_client(public_ip="203.0.113.66"), "stolen-id",
+                                         self.pk)
+        self.assertEqual(answer.register_pk_response.result, Result.NOT_SUPPORT)
+        client = self.raw_client(public_ip="203.0.113.66")
+        self.exchange(client, pb.RegisterPk(old_id=B_ID, id="stolen-id", uuid=self.pk,
+                                            pk=self.pk))
+        self.assertTrue(client.closed)
+        impostor = ControlledPeer(self.host_behind(FULL_CONE, "203.0.113.66"),
+                                  self.server.address, B_ID, uuid=self.pk)
+        self.assertEqual(self.successResultOf(self.flushed(impostor.change_id("stolen-id"))),
+                         Result.UUID_MISMATCH)
+        self.assert_id_stays_with_the_victim()
+
+    def test_over_udp(self):
+        """Change-ID is not carried over UDP; re-registering the victim's key from elsewhere
+        moves its address until it registers again, but its key cannot be replaced."""
+        socket, received = self.udp_socket("203.0.113.68")
+        for request in (dict(old_id=B_ID, id="stolen-id", uuid=self.pk),
+                        dict(old_id=B_ID, id="stolen-id", uuid=self.pk, pk=self.pk * 2),
+                        dict(id=B_ID, uuid=self.pk, pk=self.pk),
+                        dict(id=B_ID, uuid=self.pk, pk=bytes(32))):
+            socket.write(messages.wrap("register_pk", **request).SerializeToString(),
+                         (SERVER_IP, 21116))
+            self.network.flush()
+        self.assertEqual([messages.parse(r).register_pk_response.result for r in received],
+                         [Result.OK, Result.UUID_MISMATCH])
+        self.assertEqual(self.server.server.counters["change_id_udp_ignored"], 2)
+        self.assert_id_stays_with_the_victim()
 
 
 class WebSocketTests(Scenario):

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sqlite3
 import tempfile
 
 from twisted.internet import reactor
@@ -10,6 +11,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial import unittest
 from twisted.web.websocket import WebSocketClientEndpoint
 
+from rustdesk_twisted.client import ControlledPeer, ReactorHost, ServerAddress
 from rustdesk_twisted.wire import addr_mangle, keys, messages
 from rustdesk_twisted.wire.rendezvous_pb2 import (
     OnlineRequest,
@@ -17,6 +19,7 @@ from rustdesk_twisted.wire.rendezvous_pb2 import (
     PunchHoleSent,
     RegisterPeer,
     RegisterPk,
+    RegisterPkResponse,
     TestNatRequest,
 )
 
@@ -91,7 +94,7 @@ class LiveHbbsTests(unittest.TestCase):
     def setUp(self):
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
-        self.port = free_port_block((-1, 0, 2))
+        self.port = free_port_block((-1, 0, 2, 4))
         console = tempfile.mkdtemp(prefix="hbbs")
         self.addCleanup(shutil.rmtree, console)
         self.process = yield start_twistd(
@@ -234,3 +237,26 @@ class LiveHbbsTests(unittest.TestCase):
         self.assertEqual(addr_mangle.decode(punch.socket_addr)[0], REQUESTER_HOST)
         requester.transport.loseConnection()
         peer.transport.loseConnection()
+
+    @inlineCallbacks
+    def test_change_id_needs_the_key(self):
+        """Our client proves its key and the rename is on disk when it hears OK; the
+        official client's request, which carries no proof, is answered NOT_SUPPORT."""
+        peer = ControlledPeer(ReactorHost(reactor, PEER_HOST),
+                              ServerAddress("127.0.0.1", self.port), PEER_ID, key=self.key)
+        peer.start()
+        self.addCleanup(peer.stop)
+        yield peer.registered()
+        official = yield self._connect(self.port, REQUESTER_HOST)
+        official.send(messages.wrap("register_pk", RegisterPk(old_id=PEER_ID, id="stolen-id",
+                                                              uuid=peer.pk)))
+        self.assertEqual((yield official.message(1)).WhichOneof("union"), "key_exchange")
+        answer = yield official.message(2)
+        self.assertEqual(answer.register_pk_response.result, RegisterPkResponse.NOT_SUPPORT)
+        official.transport.loseConnection()
+        result = yield peer.change_id("alice-pc")
+        self.assertEqual(result, RegisterPkResponse.OK)
+        database = sqlite3.connect(f"file:{self.directory}/db_v2.sqlite3?mode=ro", uri=True)
+        self.addCleanup(database.close)
+        self.assertEqual(database.execute("select id, pk from peer").fetchall(),
+                         [("alice-pc", peer.pk)])

@@ -1,6 +1,7 @@
 """The pure rules of hbbs: registration (PROTOCOL.md sections 4.1, 7.1), limits (7.2, 7.3, 7.6),
 Change-ID (4.2 b1) and relay rotation (4.9).  Times are plain numbers; no transport."""
 
+from nacl.signing import SigningKey
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
@@ -10,6 +11,7 @@ from rustdesk_twisted.hbbs.limits import IpBlocker, IpChanges, PunchLog
 from rustdesk_twisted.hbbs.registry import ONLINE_WINDOW, PROBE_PREFIX, PeerRegistry, Result
 from rustdesk_twisted.hbbs.relays import RelayRotation, parse_relay_list, with_default_port
 from rustdesk_twisted.hbbs.store import StoredPeer
+from rustdesk_twisted.wire import ownership
 
 T0 = 1_700_000_000.0
 A = ("::ffff:203.0.113.10", 40000)
@@ -196,6 +198,41 @@ class RegisterPkTests(SynchronousTestCase):
         self.assertEqual(self.registry.get(ID).pk, PK2)
         self.assertEqual(self.store.writes[-1], ("update", ID, PK2, "203.0.113.10"))
 
+    def test_new_key_for_a_uuid_that_is_the_key(self):
+        """A mobile-style peer (uuid = pk, section 4.1): anyone learns its pk from a
+        PunchHoleResponse, so a new key for that uuid is never taken, even from its own IP."""
+        self.register(uuid=PK)
+        self.assertEqual(self.register(uuid=PK, pk=PK2, now=T0 + 10), Result.UUID_MISMATCH)
+        self.assertEqual(self.register(uuid=PK, address=B, now=T0 + 20), Result.OK)
+        self.assertEqual(self.register(uuid=PK, pk=PK2, address=B, now=T0 + 60),
+                         Result.UUID_MISMATCH)
+        self.assertEqual(self.registry.get(ID).pk, PK)
+        self.assertNotIn(("update", ID, PK2, "203.0.113.20"), self.store.writes)
+
+    def test_new_key_while_online_at_another_address(self):
+        """Moving the id (same uuid and key) then changing the key: refused while the
+        address it moved from is in its online window or holds the registration channel."""
+        self.register(address=B)
+        self.assertEqual(self.register(now=T0 + 10), Result.OK)
+        self.assertEqual(self.register(pk=PK2, now=T0 + 20), Result.TOO_FREQUENT)
+        self.assertEqual(self.registry.get(ID).pk, PK)
+        [event] = [e for e in self.logged if e.get("event") == "key_change_refused"]
+        self.assertEqual((event["ip"], event["log_level"]), ("203.0.113.10", LogLevel.warn))
+        self.assertEqual(self.register(pk=PK2, now=T0 + 10 + ONLINE_WINDOW), Result.OK)
+        self.assertEqual(self.registry.get(ID).pk, PK2)
+
+    def test_new_key_while_another_address_holds_the_channel(self):
+        self.register(address=B)
+        self.registry.get(ID).channel = type("Channel", (), {"key": B})()
+        self.assertEqual(self.register(now=T0 + 100), Result.OK)
+        self.assertEqual(self.register(pk=PK2, now=T0 + 200), Result.TOO_FREQUENT)
+        self.assertEqual(self.registry.get(ID).pk, PK)
+
+    def test_move_from_an_offline_address_keeps_the_official_rule(self):
+        self.register(address=B)
+        self.assertEqual(self.register(now=T0 + ONLINE_WINDOW), Result.OK)
+        self.assertEqual(self.register(pk=PK2, now=T0 + ONLINE_WINDOW + 10), Result.OK)
+
     def test_burst_of_three_then_too_frequent_for_7_seconds(self):
         for i in range(3):
             self.assertEqual(self.register(now=T0 + i), Result.OK)
@@ -235,30 +272,40 @@ class RegisterPkTests(SynchronousTestCase):
         self.assertTrue(self.registry.is_online(ID, T0))
 
 
+KEY = SigningKey(bytes(range(32)))
+KEY_PK = bytes(KEY.verify_key)
+CHALLENGE = bytes(range(100, 132))
+
+
 class ChangeIdTests(SynchronousTestCase):
+    """Change-ID needs the uuid and a signature by the id's key over the connection's challenge."""
+
     def setUp(self):
         self.store = RecordingStore()
         self.registry = PeerRegistry(store=self.store)
-        self.registry.register_pk(ID, UUID, PK, A, T0)
+        self.registry.register_pk(ID, UUID, KEY_PK, A, T0)
         self.registry.register_pk("taken-id", b"w" * 36, PK2, B, T0)
+        self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
-    def change(self, new_id, old_id=ID, uuid=UUID, now=T0 + 10):
-        return settled(self.registry.change_id(old_id, new_id, uuid, A, now))
+    def change(self, new_id, old_id=ID, uuid=UUID, now=T0 + 10, key=KEY, challenge=CHALLENGE,
+               signed=None):
+        proof = ownership.sign_change_id(key, CHALLENGE, old_id, signed or new_id)
+        return settled(self.registry.change_id(old_id, new_id, uuid, proof, challenge, A, now))
 
     def test_rename(self):
         self.assertEqual(self.change("alice-pc"), Result.OK)
         self.assertIsNone(self.registry.get(ID))
         peer = self.registry.get("alice-pc")
-        self.assertEqual((peer.id, peer.uuid, peer.pk), ("alice-pc", UUID, PK))
+        self.assertEqual((peer.id, peer.uuid, peer.pk), ("alice-pc", UUID, KEY_PK))
         self.assertEqual(self.store.writes[-1], ("rename", "alice-pc"))
 
     def test_format(self):
         for bad in ("abcde", "a" * 17, "1abcdef", "-abcdef", "abc def", "abc.def", ""):
             self.assertEqual(self.change(bad), Result.INVALID_ID_FORMAT, bad)
         for good in ("abcdef", "a" * 16, "Z_1-x9"):
-            registry = PeerRegistry()
-            registry.register_pk(ID, UUID, PK, A, T0)
-            self.assertEqual(settled(registry.change_id(ID, good, UUID, A, T0 + 10)), Result.OK, good)
+            self.registry = PeerRegistry()
+            self.registry.register_pk(ID, UUID, KEY_PK, A, T0)
+            self.assertEqual(self.change(good), Result.OK, good)
 
     def test_exists(self):
         self.assertEqual(self.change("taken-id"), Result.ID_EXISTS)
@@ -268,15 +315,35 @@ class ChangeIdTests(SynchronousTestCase):
         self.assertEqual(self.change("alice-pc", uuid=b"x" * 36), Result.UUID_MISMATCH)
         self.assertEqual(self.change("alice-pc", old_id="nobody-here"), Result.UUID_MISMATCH)
 
+    def test_uuid_and_pk_without_the_key_are_refused(self):
+        """What anyone knows of a mobile-style peer: its uuid and pk, not its key."""
+        self.registry.register_pk("mobile-1", KEY_PK, KEY_PK, B, T0)
+        for proof in (KEY_PK * 2, b""):
+            self.assertEqual(settled(self.registry.change_id(
+                "mobile-1", "stolen", KEY_PK, proof, CHALLENGE, A, T0 + 10)), Result.UUID_MISMATCH)
+        self.assertEqual(self.change("stolen", old_id="mobile-1", uuid=KEY_PK,
+                                     key=SigningKey(b"\x07" * 32)), Result.UUID_MISMATCH)
+        self.assertEqual(self.registry.get("mobile-1").pk, KEY_PK)
+        self.assertIsNone(self.registry.get("stolen"))
+        refused = [e for e in self.logged if e.get("event") == "change_id_refused"]
+        self.assertEqual([(e["ip"], e["log_level"]) for e in refused],
+                         [("203.0.113.10", LogLevel.warn)] * 3)
+        self.assertEqual(self.change("new-mobile", old_id="mobile-1", uuid=KEY_PK), Result.OK)
+
+    def test_proof_fits_one_challenge_and_one_change(self):
+        self.assertEqual(self.change("alice-pc", challenge=bytes(32)), Result.UUID_MISMATCH)
+        self.assertEqual(self.change("alice-pc", challenge=None), Result.UUID_MISMATCH)
+        self.assertEqual(self.change("mallory", signed="alice-pc"), Result.UUID_MISMATCH)
+        self.assertIsNotNone(self.registry.get(ID))
+
     def test_same_id(self):
         self.assertEqual(self.change("abcdefg", old_id="abcdefg"), Result.UUID_MISMATCH)
-        self.registry.change_id(ID, "abcdefg", UUID, A, T0 + 10)
-        self.assertEqual(self.registry.change_id("abcdefg", "abcdefg", UUID, A, T0 + 20),
-                         Result.OK)
+        self.change("abcdefg")
+        self.assertEqual(self.change("abcdefg", old_id="abcdefg", now=T0 + 20), Result.OK)
 
     def test_throttled_with_registrations(self):
-        self.registry.register_pk(ID, UUID, PK, A, T0 + 1)
-        self.registry.register_pk(ID, UUID, PK, A, T0 + 2)
+        self.registry.register_pk(ID, UUID, KEY_PK, A, T0 + 1)
+        self.registry.register_pk(ID, UUID, KEY_PK, A, T0 + 2)
         self.assertEqual(self.change("alice-pc", now=T0 + 3), Result.TOO_FREQUENT)
 
 

@@ -12,6 +12,8 @@ from rustdesk_twisted.hbbs import tap
 from rustdesk_twisted.startup import ExitOnStartupError
 from rustdesk_twisted.wire import keys
 
+from .test_admission import FakeLimits
+
 
 def config(**values):
     return tap.HbbsConfig(Settings({}, [("test", values)]))
@@ -130,6 +132,18 @@ class ServiceTests(unittest.TestCase):
         self.assertIn("UDP receive buffer", text)
         return service.stopService()
 
+    def test_descriptor_limit_raised_and_in_banner(self):
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        _, service = self.make(ADMIN="off")
+        service.rlimits = FakeLimits(1024, 4096)
+        service.startService()
+        self.addCleanup(service.stopService)
+        text = "\n".join(e["log_format"].format(**e) for e in events
+                         if e.get("event") == "banner")
+        self.assertIn("Descriptors: soft limit raised from 1024 to 4096; at most 3840 "
+                      "TCP/WebSocket connections", text)
+        self.assertEqual(service.descriptors.budget.total, 4096 - 256)
+
     def test_malformed_key_is_fatal_with_a_message(self):
         directory, service = self.make()
         with open(os.path.join(directory, "id_ed25519"), "w") as f:
@@ -138,6 +152,29 @@ class ServiceTests(unittest.TestCase):
         error = self.assertRaises(SystemExit, wrapper.startService)
         self.assertIn("malformed private key", str(error))
         self.assertFalse(service.running)
+
+    def test_one_hbbs_per_data_directory(self):
+        """A second hbbs on the same directory says which process holds it; after the
+        first stops, the directory is free again."""
+        directory, first = self.make(CONSOLE="off")
+        first.startService()
+        second = tap.HbbsService(config(**{
+            "DATA-DIR": directory, "LISTEN-TCP": "tcp:0:interface=127.0.0.1",
+            "LISTEN-NAT": "tcp:0:interface=127.0.0.1", "LISTEN-WS": "tcp:0:interface=127.0.0.1",
+            "LISTEN-UDP": "127.0.0.1:0", "CONSOLE": "off"}), reactor)
+        error = self.assertRaises(SystemExit,
+                                  ExitOnStartupError("rustdesk-hbbs", second).startService)
+        self.assertEqual(str(error), f"rustdesk-hbbs: another hbbs (pid {os.getpid()}) uses "
+                                     f"{directory}")
+        self.assertFalse(second.running)
+        self.assertEqual(os.stat(os.path.join(directory, "hbbs.lock")).st_mode & 0o777, 0o600)
+
+        def restart(_):
+            again = tap.HbbsService(second.config, reactor)
+            again.startService()
+            return again.stopService()
+
+        return first.stopService().addCallback(restart)
 
     def test_port_in_use_is_fatal_with_a_message(self):
         busy = reactor.listenTCP(0, tap.Factory(), interface="127.0.0.1")

@@ -5,8 +5,9 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from rustdesk_twisted import logs
 from rustdesk_twisted.admission import source_key
-from rustdesk_twisted.logtext import MAX_QUOTED, LimitLog, quoted
+from rustdesk_twisted.logtext import MAX_QUOTED, LimitLog, quoted, untrusted
 
 
 class QuotedTests(SynchronousTestCase):
@@ -87,3 +88,34 @@ class SourceKeyTests(SynchronousTestCase):
     def test_loopback_v6_and_non_ip(self):
         self.assertEqual(source_key("::1"), "::/64")
         self.assertEqual(source_key(""), "")
+
+
+class UntrustedFieldTests(SynchronousTestCase):
+    def test_raw_in_the_event_quoted_in_the_line(self):
+        events = []
+        log = Logger(observer=events.append)
+        log.info("{ip} new peer {peer_id}", ip="192.0.2.1", peer_id=untrusted('a"\nb'))
+        self.assertEqual(events[0]["peer_id"], 'a"\nb')
+        self.assertEqual(formatEvent(events[0]), '192.0.2.1 new peer "a\\"\\nb"')
+        self.assertEqual(format(untrusted(b"\xff"), ""), '"\\xff"')
+
+
+class LevelTests(SynchronousTestCase):
+    def setUp(self):
+        self.addCleanup(logs.set_level, "info")
+
+    def test_events_below_the_level_are_dropped_before_publishing(self):
+        events = []
+        log = logs.Logger(observer=events.append)
+        log.debug("routine")
+        log.info("kept")
+        logs.set_level("warn")
+        log.info("dropped")
+        log.error("kept too")
+        logs.set_level("debug")
+        log.debug("now kept")
+        self.assertEqual([e["log_format"] for e in events], ["kept", "kept too", "now kept"])
+
+    def test_unknown_level_is_refused(self):
+        self.assertRaises(ValueError, logs.set_level, "verbose")
+        self.assertEqual(logs.check_level(" WARN "), "warn")

@@ -15,6 +15,7 @@ from twisted.test import __file__ as twisted_tests
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustdesk_twisted import adminweb, logs, metrics
+from rustdesk_twisted.admission import ConnectionLimits, DescriptorBudget
 from rustdesk_twisted.config import ConfigError
 from rustdesk_twisted.hbbr.announce import AllowedUuids, AnnounceGate
 from rustdesk_twisted.hbbr.server import RelayServer
@@ -49,6 +50,8 @@ class _Store:
 
 class _Service:
     announce_gate = None
+    announce_limits = None
+    websocket_admission = None
 
     def __init__(self, server, store):
         self.server = server
@@ -133,6 +136,17 @@ class HbbsCollectorTests(SynchronousTestCase):
         self.assertEqual(values[("rustdesk_hbbs_rate_limit_hits_total",
                                  (("limit", "ip_per_minute_or_ids_per_day"),))], 3)
 
+    def test_change_id_and_refused_key_changes(self):
+        self.server.counters.update(change_id_without_proof=4, change_id_ok=1,
+                                    change_id_refused=2, change_id_udp_ignored=3)
+        self.registry.key_changes_refused = 5
+        values = scrape(self.collector)
+        self.assertEqual({labels[0][1]: value for (name, labels), value in values.items()
+                          if name == "rustdesk_hbbs_change_id_total"},
+                         {"without_proof": 4, "ok": 1, "refused": 2, "udp_ignored": 3})
+        self.assertEqual(values[("rustdesk_hbbs_rate_limit_hits_total",
+                                 (("limit", "key_change_while_online_elsewhere"),))], 5)
+
 
 class _Side:
     def __init__(self, received):
@@ -167,6 +181,28 @@ class HbbrCollectorTests(SynchronousTestCase):
                                  (("reason", "licence_key_mismatch"),))], 1)
         self.assertNotIn(("rustdesk_hbbr_announce_lines_total", (("result", "accepted"),)),
                          values)
+
+    def test_connection_limits_and_descriptors(self):
+        clock = Clock()
+        budget = DescriptorBudget()
+        budget.total = 10
+        service = _Service(None, None)
+        service.relay = RelayServer(clock, limits=ConnectionLimits(
+            clock, max_per_ip=2, budget=budget.share("hbbr"), cost=3))
+        service.announce_limits = ConnectionLimits(clock, max_per_ip=1,
+                                                   name="announce-connections-per-ip")
+        for host in ("192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            service.relay.admit(host)
+        service.announce_limits.admit("192.0.2.9")
+        service.announce_limits.admit("192.0.2.9")
+        values = scrape(metrics.HbbrCollector(service))
+        hits = {labels[0][1]: value for (name, labels), value in values.items()
+                if name == "rustdesk_hbbr_limit_hits_total"}
+        self.assertEqual(hits, {"connections-per-ip": 1, "descriptors": 1,
+                                "announce-connections-per-ip": 1})
+        self.assertEqual(values[("rustdesk_hbbr_connections_open", ())], 3)
+        self.assertEqual(values[("rustdesk_hbbr_descriptors_used", ())], 9)
+        self.assertEqual(values[("rustdesk_hbbr_descriptors_budget", ())], 10)
 
     def test_announce_channel(self):
         service = _Service(None, None)

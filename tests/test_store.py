@@ -293,7 +293,7 @@ class WriteTests(StoreTestCase):
         self.assertEqual(s.failed_ops, 1)
         [event] = self.eventsNamed("store_op_dropped")
         self.assertEqual((event["op"], event["guid"], event["peer_id"]),
-                         ("insert", GUID_B.hex(), '"123456789"'))
+                         ("insert", GUID_B.hex(), "123456789"))
 
     @inlineCallbacks
     def test_update_of_missing_row_is_refused(self):

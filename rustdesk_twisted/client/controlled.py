@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 
-from ..wire import addr_mangle, keys, messages
+from ..wire import addr_mangle, keys, messages, ownership
 from ..wire.rendezvous_pb2 import (
     LocalAddr,
     NatType,
@@ -428,22 +428,41 @@ class ControlledPeer(RendezvousClient):
     # Change ID (section 4.2 b1)
 
     def change_id(self, new_id):
-        """A Deferred firing with the RegisterPkResponse result (None if no reply)."""
-        result = Deferred()
-        request = messages.wrap("register_pk", RegisterPk(old_id=self.id, id=new_id,
-                                                          uuid=self.uuid))
+        """A Deferred firing with the RegisterPkResponse result (None if no reply).
 
-        def answered(stream, message):
-            if message.WhichOneof("union") == "register_pk_response" and not result.called:
-                outcome = message.register_pk_response.result
+        hbbs answers the bare request NOT_SUPPORT, then sends a challenge (a
+        KeyExchange with one 32-byte key); the request goes again on the same
+        connection with our key's signature over it (wire/ownership.py).  A
+        server that sends no challenge leaves its first answer as the result.
+        """
+        result = Deferred()
+        old_id = self.id
+        request = RegisterPk(old_id=old_id, id=new_id, uuid=self.uuid)
+        answers = []
+
+        def finish(outcome):
+            if not result.called:
                 if outcome == RegisterPkResponse.OK:
                     self.id = new_id
                 result.callback(outcome)
 
-        def closed(stream):
-            if not result.called:
-                result.callback(None)
+        def answered(stream, message):
+            kind = message.WhichOneof("union")
+            if kind == "register_pk_response":
+                answers.append(message.register_pk_response.result)
+                if len(answers) > 1 or answers[0] != RegisterPkResponse.NOT_SUPPORT:
+                    finish(answers[-1])
+                    stream.close()
+            elif kind == "key_exchange" and answers and request.pk == b"":
+                challenge = list(message.key_exchange.keys)
+                if len(challenge) == 1 and len(challenge[0]) == ownership.CHALLENGE_SIZE:
+                    request.pk = ownership.sign_change_id(self.signing_key, challenge[0],
+                                                          old_id, new_id)
+                    stream.send(messages.wrap("register_pk", request))
 
-        self.open_stream(on_ready=lambda stream: stream.send(request),
+        def closed(stream):
+            finish(answers[-1] if answers else None)
+
+        self.open_stream(on_ready=lambda s: s.send(messages.wrap("register_pk", request)),
                          on_message=answered, on_closed=closed)
         return result

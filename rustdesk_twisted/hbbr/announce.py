@@ -23,10 +23,10 @@ and then one at least every ``IDLE_TIMEOUT`` (hbbs sends a keepalive every
 """
 
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from ..admission import source_key
+from ..logs import Logger
 from ..logtext import LimitLog, quoted
 from ..wire.announce import DEFAULT_SKEW, MAX_LINE, check
 from ..wire.keys import fingerprint

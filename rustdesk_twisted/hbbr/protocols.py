@@ -14,7 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from ..wire.framing import FrameDecoder, FrameTooLarge, encode_header
 from ..wire.messages import parse
-from ..wire.websocket import client_address, size_guard, websocket_site
+from ..wire.websocket import guard_of, websocket_site
 from .pipe import Reader
 
 FIRST_FRAME_MAX = 64 * 1024
@@ -60,6 +60,7 @@ class TcpRelayProtocol(Protocol):
         self.peer = None
         self.activity = 0
         self.received = 0
+        self.early_held = 0
         self._decoder = None
         self._head = bytearray()
         self._early = None
@@ -81,8 +82,7 @@ class TcpRelayProtocol(Protocol):
             return
         if self._early is not None:
             self._early += data
-            if len(self._early) > EARLY_MAX:
-                self.transport.pauseProducing()
+            self.server.early.add(self, len(data))
             return
         if self._head is None:
             return
@@ -99,6 +99,12 @@ class TcpRelayProtocol(Protocol):
         self._early = self._head[consumed:]
         self._head = None
         self.server.request(self, parse(payload))
+        # Only a half left waiting (not refused, not paired at once) holds early bytes.
+        if self._early is None or self.transport.disconnecting:
+            return
+        if not self.server.early.join(self, len(self._early)):
+            self._early = None
+            self.transport.loseConnection()
 
     def begin_relay(self, session, partner):
         """Switch to relaying; returns the bytes that arrived after RequestRelay."""
@@ -106,6 +112,7 @@ class TcpRelayProtocol(Protocol):
         self.partner = partner
         early = bytes(self._early or b"")
         self._early = None
+        self.server.early.leave(self)
         if session.raw:
             self._out = partner.transport
             self._forward = self._relay_raw
@@ -155,19 +162,28 @@ class TcpRelayProtocol(Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason):
+        if self._early is not None:
+            self.server.early.leave(self)
+        self.server.release(self.limit_host)
         self.server.lost(self, _describe(reason))
 
 
 class TcpRelayFactory(Factory):
+    """Counts connections itself rather than through a wrapper: a wrapped transport would
+    keep raw pairs off the splice path."""
+
     noisy = False
 
     def __init__(self, server):
         self.server = server
 
     def buildProtocol(self, addr):
-        if not self.server.admit(getattr(addr, "host", "")):
+        host = getattr(addr, "host", "")
+        if not self.server.admit(host):
             return None
-        return TcpRelayProtocol(self.server)
+        protocol = TcpRelayProtocol(self.server)
+        protocol.limit_host = host
+        return protocol
 
 
 class WsRelayProtocol:
@@ -175,12 +191,13 @@ class WsRelayProtocol:
 
     is_websocket = True
 
-    def __init__(self, server, peer, guard=None):
+    def __init__(self, server, peer, guard):
         self.server = server
         self.peer = peer
-        # The connection's MessageSizeGuard: told of every complete message, so
-        # that it limits one message, not the whole session (it cut every
-        # WebSocket session after 64 MiB before).
+        # The connection's WebSocketGuard checks every frame header against
+        # FIRST_FRAME_MAX for the RequestRelay, EARLY_MAX while it waits for
+        # its partner (reading pauses past that much anyway), then
+        # RELAY_FRAME_MAX once paired.
         self.guard = guard
         self.session = None
         self.partner = None
@@ -193,7 +210,8 @@ class WsRelayProtocol:
         self.lost = False
         self._requested = False
         self._early = []
-        self._early_size = 0
+        self._waiting = False
+        self.early_held = 0
         self._forward = None
 
     def negotiationStarted(self, transport):
@@ -205,8 +223,6 @@ class WsRelayProtocol:
         self.server.connected(self)
 
     def bytesMessageReceived(self, data):
-        if self.guard is not None:
-            self.guard.message_done()
         if type(data) is not bytes:
             data = bytes(data)
         forward = self._forward
@@ -216,19 +232,20 @@ class WsRelayProtocol:
         self.activity += 1
         if self._requested:
             self._early.append(data)
-            self._early_size += len(data)
-            if self._early_size > EARLY_MAX:
-                self.transport.pauseProducing()
+            if self._waiting:
+                self.server.early.add(self, len(data))
             return
         self._requested = True
-        if len(data) > FIRST_FRAME_MAX:
-            self.server.refuse(self, "first message too large")
-            return
+        self.guard.limit = EARLY_MAX
         self.server.request(self, parse(data))
+        # Left waiting (not refused, not paired at once): its early messages count in the
+        # relay's early-bytes bounds, as a TCP half's do.
+        if self.session is None and not self.lost and \
+                not getattr(self.transport, "disconnecting", False):
+            self._waiting = True
+            self.server.early.join(self, 0)
 
     def textMessageReceived(self, text):
-        if self.guard is not None:
-            self.guard.message_done()
         self.activity += 1
 
     def pongReceived(self, payload):
@@ -237,9 +254,16 @@ class WsRelayProtocol:
     def begin_relay(self, session, partner):
         self.session = session
         self.partner = partner
+        self.guard.limit = RELAY_FRAME_MAX
         self._forward = self._relay
+        self._stop_waiting()
         early, self._early = self._early, []
         return early
+
+    def _stop_waiting(self):
+        if self._waiting:
+            self._waiting = False
+            self.server.early.leave(self)
 
     def deliver_early(self, early):
         for payload in early:
@@ -277,6 +301,7 @@ class WsRelayProtocol:
 
     def connectionLost(self, reason):
         self.lost = True
+        self._stop_waiting()
         if self.reader is not None:
             self.server.lost(self, _describe(reason))
 
@@ -284,16 +309,15 @@ class WsRelayProtocol:
 class WsRelayFactory:
     """Builds a :class:`WsRelayProtocol` per upgraded request."""
 
-    def __init__(self, server, trusted):
+    def __init__(self, server):
         self.server = server
-        self.trusted = trusted
 
     def buildProtocol(self, request):
-        return WsRelayProtocol(self.server, client_address(request, self.trusted),
-                               size_guard(request))
+        guard = guard_of(request)
+        return WsRelayProtocol(self.server, guard.address, guard)
 
 
-def relay_site(server, trusted, reactor=None):
-    """The WebSocket listener; refuses blocklisted TCP peers before any HTTP."""
-    return websocket_site(WsRelayFactory(server, trusted), RELAY_FRAME_MAX, reactor,
-                          admit=server.admit)
+def relay_site(server, admission):
+    """The WebSocket listener: ``admission`` (a WebSocketAdmission asking ``server.admit``,
+    the blocklist, first) counts connections from accept and bounds the handshake."""
+    return websocket_site(WsRelayFactory(server), admission, FIRST_FRAME_MAX)

@@ -6,13 +6,15 @@ clock only, so tests drive every timeout with ``task.Clock``.
 """
 
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
+from ..admission import ConnectionLimits
+from ..logs import Logger
 from ..logtext import untrusted
 from ..wire.addr_mangle import try_into_v4
 from ..wire.fields import MAX_RELAY_UUID
 from ..wire.messages import kind
 from .bandwidth import BandwidthPolicy, Limiter, SessionMeter, mbit_text
+from .early import EarlyBytes
 from .lists import AddressList
 from .pairing import PendingTable, TableFull
 from .pipe import Session
@@ -23,6 +25,10 @@ MAX_PENDING = 100_000
 MAX_HELD = 10_000
 ANNOUNCE_GRACE = 5.0
 SWEEP_INTERVAL = 1.0
+# A session is two connections, and one address may be a carrier-grade NAT or
+# an office: 1024 is 512 sessions with both ends behind it, far more than a
+# few hosts need and far less than the descriptors one source could take.
+MAX_CONNECTIONS_PER_IP = 1024
 
 
 def _peer(side):
@@ -36,7 +42,7 @@ class RelayServer:
 
     def __init__(self, clock, licence="", policy=None, blacklist=None, blocklist=None,
                  allowed=None, splicer=None, max_pending=MAX_PENDING,
-                 idle_timeout=IDLE_TIMEOUT):
+                 idle_timeout=IDLE_TIMEOUT, limits=None, early=None):
         self.clock = clock
         self.licence = licence
         self.policy = policy if policy is not None else BandwidthPolicy()
@@ -45,6 +51,9 @@ class RelayServer:
         self.allowed = allowed
         self.splicer = splicer
         self.idle_timeout = idle_timeout
+        self.limits = limits if limits is not None else ConnectionLimits(
+            clock, max_per_ip=MAX_CONNECTIONS_PER_IP)
+        self.early = early if early is not None else EarlyBytes(clock)
         self.pending = PendingTable(max_pending)
         self.total_limiter = Limiter(self.policy.total_limiter_rate())
         self.sessions = set()
@@ -75,13 +84,21 @@ class RelayServer:
         """Apply a console change of TOTAL_BANDWIDTH to the global limiter now."""
         self.total_limiter.rate = self.policy.total_limiter_rate()
 
-    def admit(self, host):
+    def unblocked(self, host):
         """The accept-time blocklist check, on the TCP peer even for WebSocket."""
         if self.blocklist.matches(host):
             self.log.info("{host} refused: blocklisted", event="refused", host=host,
                           reason="blocklisted")
             return False
         return True
+
+    def admit(self, host):
+        """:meth:`unblocked` and counted in ``limits``; every True is followed by one
+        :meth:`release` when the connection closes."""
+        return self.unblocked(host) and self.limits.admit(host)
+
+    def release(self, host):
+        self.limits.release(host)
 
     def connected(self, side):
         self._handshaking[side] = self.clock.seconds() + FIRST_MESSAGE_TIMEOUT

@@ -26,9 +26,9 @@ from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
+from ..logs import Logger
 from ..logtext import quoted
 from ..wire.announce import KEEPALIVE_INTERVAL, announcement, keepalive, valid_uuid
 

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from itertools import islice
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
+from ..logs import Logger
 from ..logtext import quoted
 from ..textconsole import ConsoleFactory
 from ..wire.keys import fingerprint

@@ -11,9 +11,8 @@ by time.
 import ipaddress
 from collections import deque
 
-from twisted.logger import Logger
-
 from ..admission import source_key
+from ..logs import Logger
 from ..logtext import LimitLog, quoted
 
 

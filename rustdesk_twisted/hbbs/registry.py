@@ -7,6 +7,14 @@ writes, group-committed off the reactor thread.  IPs are compared in their
 plain ``a.b.c.d`` (what the official server stored before) are the same peer
 address.
 
+Ownership: the official rule, kept for RegisterPk, is that the uuid is the
+only proof that an id belongs to a machine.  A mobile-style peer's uuid is
+its public key, which any PunchHoleResponse reveals, so two things are
+tighter here: such a peer's key is never replaced (UUID_MISMATCH), and no
+peer's key is replaced while the peer is online at another address
+(TOO_FREQUENT; it is retried later).  Change-ID needs more than the uuid: a
+signature by the registered key over a challenge (``wire/ownership.py``).
+
 An accepted change is applied in memory at once, so the next decision sees
 it, and acknowledged only when its row is committed: the methods that write
 return a Deferred of their answer.  If the commit fails, the peer goes back
@@ -16,10 +24,11 @@ to the state on disk and the answer is a refusal.
 import re
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from ..admission import source_key
+from ..logs import Logger
 from ..logtext import LimitLog, quoted, untrusted
+from ..wire import ownership
 from ..wire.addr_mangle import is_loopback, try_into_v4
 from ..wire.rendezvous_pb2 import RegisterPkResponse
 from .limits import IpBlocker, IpChanges
@@ -46,11 +55,13 @@ class Peer:
     """One registered peer.
 
     ``address`` is where to reach it over UDP (its last registration source),
-    ``channel`` its persistent TCP/WebSocket registration, if any.
+    ``channel`` its persistent TCP/WebSocket registration, if any;
+    ``moved_until`` the end of the online window of the address it last moved
+    away from, during which its key is not replaced.
     """
 
     __slots__ = ("id", "guid", "uuid", "pk", "ip", "address", "last_reg_time",
-                 "pk_count", "pk_time", "channel", "seen_saved")
+                 "pk_count", "pk_time", "channel", "seen_saved", "moved_until")
 
     def __init__(self, peer_id, guid=b"", uuid=b"", pk=b"", ip="", last_seen=None):
         self.id = peer_id
@@ -64,6 +75,7 @@ class Peer:
         self.pk_time = _NEVER
         self.channel = None
         self.seen_saved = last_seen if last_seen is not None else _NEVER
+        self.moved_until = _NEVER
 
     def online(self, now):
         """Registered within the window, or holding a live TCP/WebSocket registration."""
@@ -124,6 +136,7 @@ class PeerRegistry:
         self.peers = {}
         self.probes = {}  # in memory only, forgotten by prune once offline
         self.throttled = 0
+        self.key_changes_refused = 0
         self.limits = LimitLog(self.log)
         self._unsaved = {}
 
@@ -197,8 +210,13 @@ class PeerRegistry:
         if not peer.uuid:
             changed, ip_changed = True, False
         elif peer.uuid == uuid:
-            if peer.ip != ip and peer.pk != pk:
-                return self._uuid_mismatch(peer, ip, "ip and key both changed")
+            if peer.pk != pk:
+                if peer.uuid == peer.pk:
+                    return self._uuid_mismatch(peer, ip, "new key for a uuid that is its key")
+                if peer.ip != ip:
+                    return self._uuid_mismatch(peer, ip, "ip and key both changed")
+                if self._online_elsewhere(peer, ip, now):
+                    return self._key_change_refused(peer, ip)
             ip_changed = peer.ip != ip
             changed = ip_changed or peer.pk != pk
         else:
@@ -210,6 +228,8 @@ class PeerRegistry:
             return Result.TOO_FREQUENT
         if ip_changed:
             self.ip_changes.record(peer_id, ip, now)
+            if peer.online(now):
+                peer.moved_until = now + ONLINE_WINDOW
         written = self._save(peer, uuid, pk, ip) if changed else self._pending(peer)
         peer.address = _compact(address, peer.ip)
         peer.last_reg_time = now
@@ -222,6 +242,21 @@ class PeerRegistry:
                       peer_id=untrusted(peer.id), result="UUID_MISMATCH", reason=reason,
                       event="uuid_mismatch")
         return Result.UUID_MISMATCH
+
+    @staticmethod
+    def _online_elsewhere(peer, ip, now):
+        """Online at another IP: over a live channel, or just moved away from an online one."""
+        channel = peer.channel
+        if channel is not None and try_into_v4(channel.key[0]) != ip:
+            return True
+        return now < peer.moved_until
+
+    def _key_change_refused(self, peer, ip):
+        self.key_changes_refused += 1
+        self.log.warn("{ip} register {peer_id}: {result} (new key while the peer is online "
+                      "at another address)", ip=ip, peer_id=untrusted(peer.id),
+                      result="TOO_FREQUENT", event="key_change_refused")
+        return Result.TOO_FREQUENT
 
     def _throttle(self, peer, now):
         """At most three accepted RegisterPk per peer in a burst (section 7.1 step 6)."""
@@ -317,8 +352,12 @@ class PeerRegistry:
         self.log.debug("peer {peer_id} back to its saved state: a change could not be saved",
                        peer_id=peer.id, event="peer_not_saved")
 
-    def change_id(self, old_id, new_id, uuid, address, now):
-        """Change-ID (section 4.2 b1): rename ``old_id`` for the machine that owns it."""
+    def change_id(self, old_id, new_id, uuid, proof, challenge, address, now):
+        """Change-ID (section 4.2 b1): rename ``old_id`` for the holder of its key.
+
+        ``proof`` signs the change over ``challenge``, the nonce hbbs sent on
+        the request's connection (None if it sent none); see wire/ownership.py.
+        """
         ip = try_into_v4(address[0])
         if not ID_FORMAT.fullmatch(new_id):
             return Result.INVALID_ID_FORMAT
@@ -326,10 +365,10 @@ class PeerRegistry:
             return Result.TOO_FREQUENT
         peer = self.peers.get(old_id)
         if peer is None or not peer.guid or peer.uuid != uuid:
-            self.log.warn("{ip} change id {old_id} -> {new_id}: {result}", ip=ip,
-                          old_id=untrusted(old_id), new_id=untrusted(new_id), result="UUID_MISMATCH",
-                          event="change_id_refused")
-            return Result.UUID_MISMATCH
+            return self._change_refused(ip, old_id, new_id, "not registered with this uuid")
+        if challenge is None or not ownership.verify_change_id(peer.pk, proof, challenge,
+                                                               old_id, new_id):
+            return self._change_refused(ip, old_id, new_id, "no valid proof of its key")
         if new_id == old_id:
             return Result.OK
         if new_id in self.peers:
@@ -342,6 +381,12 @@ class PeerRegistry:
         if written is None:
             return Result.OK
         return written.addCallback(_refused_or(Result.OK))
+
+    def _change_refused(self, ip, old_id, new_id, reason):
+        self.log.warn("{ip} change id {old_id} -> {new_id}: {result} ({reason})", ip=ip,
+                      old_id=untrusted(old_id), new_id=untrusted(new_id), result="UUID_MISMATCH",
+                      reason=reason, event="change_id_refused")
+        return Result.UUID_MISMATCH
 
     def _move(self, peer, new_id):
         """Give ``peer`` the id ``new_id``; the Deferred of its commit, None without a store."""

@@ -7,7 +7,8 @@ entry the health check decides, every few seconds, which are usable.
 
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+
+from ..logs import Logger
 
 HEALTH_INTERVAL = 3.0
 

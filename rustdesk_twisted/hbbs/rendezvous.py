@@ -10,14 +10,16 @@ from the injected clock.  Flows: PROTOCOL.md sections 4.1-4.9.
 import ipaddress
 import re
 
+from nacl.utils import random as random_bytes
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from ..admission import source_key
+from ..logs import Logger
 from ..logtext import LimitLog, quoted, untrusted
-from ..wire import addr_mangle, fields, keys, messages
+from ..wire import addr_mangle, fields, keys, messages, ownership
 from ..wire.rendezvous_pb2 import (
     FetchLocalAddr,
+    KeyExchange,
     NatType,
     PunchHole,
     PunchHoleResponse,
@@ -222,6 +224,10 @@ class RendezvousServer:
             self._register_peer(message.register_peer.id, message.register_peer.serial, address)
         elif kind == "register_pk":
             request = message.register_pk
+            if request.old_id:
+                # Change-ID needs a challenge on a connection; official clients use TCP anyway.
+                self._count("change_id_udp_ignored")
+                return
             result = self.registry.register_pk(request.id, request.uuid, request.pk, address, now)
             if result is None:
                 return
@@ -360,12 +366,9 @@ class RendezvousServer:
                           transport=channel.transport_name, event="channel_registration_closed")
 
     def _stream_register_pk(self, channel, request, now):
+        if request.old_id:
+            return self._change_id(channel, request, now)
         if not request.pk:
-            if not request.old_id:
-                return False
-            result = self.registry.change_id(request.old_id, request.id, request.uuid,
-                                             channel.address, now)
-            _when_known(result, lambda answer: channel.send(messages.register_pk_response(answer)))
             return False
         result = self.registry.register_pk(request.id, request.uuid, request.pk,
                                            channel.address, now)
@@ -373,6 +376,38 @@ class RendezvousServer:
             return False
         _when_known(result, lambda answer: self._registered_on_channel(channel, request.id, answer))
         return True
+
+    def _change_id(self, channel, request, now):
+        """Change-ID (section 4.2 b1), only with a proof of the id's key (wire/ownership.py).
+
+        A request without proof, which is all an official client sends, is
+        answered NOT_SUPPORT (it shows "server_not_support"; it reads one
+        answer and skips at most one KeyExchange, the secure_tcp offer).  A
+        challenge follows it, and the connection stays open for the signed
+        request; the challenge is used up by that request, so a proof fits
+        only this connection.
+        """
+        if not request.pk:
+            self._count("change_id_without_proof")
+            self.log.debug("{ip} change id {old_id} -> {new_id}: NOT_SUPPORT (no proof of its "
+                           "key)", ip=channel.key[0], old_id=untrusted(request.old_id),
+                           new_id=untrusted(request.id), event="change_id_challenged")
+            channel.send(messages.register_pk_response(Result.NOT_SUPPORT))
+            channel.change_id_challenge = random_bytes(ownership.CHALLENGE_SIZE)
+            channel.send(messages.wrap("key_exchange",
+                                       KeyExchange(keys=[channel.change_id_challenge])))
+            return True
+        challenge, channel.change_id_challenge = channel.change_id_challenge, None
+        result = self.registry.change_id(request.old_id, request.id, request.uuid, request.pk,
+                                         challenge, channel.address, now)
+        _when_known(result, lambda answer: self._answer_and_close(channel, answer))
+        return True
+
+    def _answer_and_close(self, channel, result):
+        """After the commit: the answer, then the end of the one-shot connection."""
+        self._count("change_id_ok" if result == Result.OK else "change_id_refused")
+        channel.send(messages.register_pk_response(result))
+        channel.close()
 
     def _registered_on_channel(self, channel, peer_id, result):
         """TCP/WebSocket RegisterPk answered (after its commit): OK makes the channel B's."""

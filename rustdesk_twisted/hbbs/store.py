@@ -25,9 +25,9 @@ from functools import partial
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from ..logs import Logger
 from ..logtext import untrusted
 from . import dbfile
 

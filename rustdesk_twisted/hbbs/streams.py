@@ -10,9 +10,9 @@ has a signing key; the WebSocket protocol in ``websocket.py`` reuses
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from ..admission import ConnectionLimits
+from ..logs import Logger
 from ..wire import addr_mangle, messages, secure
 from ..wire.framing import FrameDecoder, FrameTooLarge, encode_frame
 from ..wire.rendezvous_pb2 import KeyExchange
@@ -40,6 +40,7 @@ class ChannelSession:
         self.transport_name = "websocket" if is_websocket else "tcp"
         self.parked_key = None
         self.registered_id = None
+        self.change_id_challenge = None  # the nonce a change-ID proof must sign (rendezvous.py)
         self._write_message = write_message
         self._write_heartbeat = write_heartbeat
         self._lose_connection = lose_connection

@@ -9,25 +9,35 @@ reads configuration only; keys, the database and sockets open in
 
 import gc
 import os
+import resource
 import socket
 
 from twisted.application import internet, service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import HostnameEndpoint, serverFromString
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.python import usage
 
 from .. import __version__, adminweb, logs
-from ..admission import ConnectionLimits
+from ..admission import ConnectionLimits, DescriptorBudget
 from ..config import ConfigError, layered_settings
+from ..listeners import server_endpoint, unix_socket_in
+from ..logs import Logger
 from ..pluginoptions import PluginOptions
 from ..startup import ExitOnStartupError
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
-from ..wire.websocket import TrustedProxies, websocket_site
+from ..wire.websocket import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_PROXY,
+    DEFAULT_MAX_REQUEST_HEAD,
+    TrustedProxies,
+    WebSocketAdmission,
+    websocket_site,
+)
 from .announce import relay_announcer
 from .console import HbbsConsole, console_factory
+from .dirlock import DataDirectoryLock
 from .limits import IpBlocker
 from .registry import PeerRegistry
 from .relays import RelayHealthCheck, RelayRotation, parse_relay_list, with_default_port
@@ -79,7 +89,9 @@ OPTIONS = [
     ("listen-udp", None, "LISTEN-UDP", "[address:]port for UDP registration (default PORT)."),
     ("listen-nat", None, "LISTEN-NAT", "Endpoint for the NAT test / online query (default tcp:PORT-1)."),
     ("listen-ws", None, "LISTEN-WS", "Endpoint for WebSocket rendezvous (default tcp:PORT+2)."),
-    ("console", None, "CONSOLE", "Endpoint of the admin console (default unix:hbbs-console.sock)."),
+    ("console", None, "CONSOLE", "Endpoint of the admin console (default "
+                                 "unix:DATA_DIR/hbbs-console.sock), or 'off'; a Unix socket "
+                                 "is never wider than 0600."),
     ("loopback-console", None, "LOOPBACK-CONSOLE",
      "Y: also treat loopback peers on PORT-1 as console clients, and accept a loopback UDP "
      "ConfigureUpdate, as the official server does."),
@@ -95,6 +107,15 @@ OPTIONS = [
     ("max-peers", None, "MAX-PEERS", "Bound of the peer table (default 4000000)."),
     ("max-connections-per-ip", None, "MAX-CONNECTIONS-PER-IP",
      "Simultaneous TCP/WebSocket connections per IP (default 256)."),
+    ("max-connections-per-proxy", None, "MAX-CONNECTIONS-PER-PROXY",
+     "Simultaneous WebSocket connections from one trusted proxy; the clients behind it count "
+     f"per IP from their forwarded address (default {DEFAULT_MAX_CONNECTIONS_PER_PROXY})."),
+    ("handshake-timeout", None, "HANDSHAKE-TIMEOUT",
+     "Seconds from accept within which a WebSocket connection must complete its upgrade "
+     f"(default {DEFAULT_HANDSHAKE_TIMEOUT})."),
+    ("max-request-head", None, "MAX-REQUEST-HEAD",
+     f"Bytes a WebSocket connection may send before its upgrade (default "
+     f"{DEFAULT_MAX_REQUEST_HEAD})."),
     ("requests-per-ip", None, "REQUESTS-PER-IP",
      "PunchHoleRequest/RequestRelay per second from one IP (IPv6: one /64), bursts of three "
      "times that, before TOO_MANY_REQUESTS (default 20)."),
@@ -111,6 +132,8 @@ OPTIONS = [
      "Bearer token for /metrics and /status; required when --admin is not loopback."),
     ("admin-token-file", None, "ADMIN-TOKEN-FILE", "File holding ADMIN-TOKEN."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
+    ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error: events below it "
+                                     "are dropped before they cost any output."),
 ]
 
 
@@ -181,6 +204,12 @@ class HbbsConfig:
         self.ip_limit_exempt = _split(settings.get("IP-LIMIT-EXEMPT"))
         self.max_peers = settings.integer("MAX-PEERS", 4_000_000, minimum=1)
         self.max_per_ip = settings.integer("MAX-CONNECTIONS-PER-IP", 256, minimum=1)
+        self.max_per_proxy = settings.integer("MAX-CONNECTIONS-PER-PROXY",
+                                              DEFAULT_MAX_CONNECTIONS_PER_PROXY, minimum=1)
+        self.handshake_timeout = settings.integer("HANDSHAKE-TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT,
+                                                  minimum=1)
+        self.max_request_head = settings.integer("MAX-REQUEST-HEAD", DEFAULT_MAX_REQUEST_HEAD,
+                                                 minimum=1024)
         self.requests_per_ip = settings.integer("REQUESTS-PER-IP", DEFAULT_REQUESTS_PER_IP,
                                                 minimum=1)
         self.request_burst = settings.integer("REQUEST-BURST-PER-CONNECTION",
@@ -199,13 +228,14 @@ class HbbsConfig:
         self.tcp_endpoint = settings.get("LISTEN-TCP") or self._tcp(self.port, interface)
         self.nat_endpoint = settings.get("LISTEN-NAT") or self._tcp(self.port - 1, interface)
         self.ws_endpoint = settings.get("LISTEN-WS") or self._tcp(self.port + 2, interface)
-        self.console_endpoint = settings.get("CONSOLE") or "unix:" + os.path.join(
-            self.data_dir, "hbbs-console.sock").replace(":", "\\:") + ":mode=600:lockfile=1"
+        self.console_endpoint = settings.get("CONSOLE") or unix_socket_in(self.data_dir,
+                                                                          "hbbs-console.sock")
         self.admin_endpoint = settings.get("ADMIN") or adminweb.default_endpoint(self.port)
         self.admin_token = settings.get("ADMIN-TOKEN") or None
         self.admin_warning = adminweb.check_exposure(self.admin_endpoint, self.admin_token)
         try:
             self.log_format = logs.check_format(settings.get("LOG-FORMAT"))
+            self.log_level = logs.check_level(settings.get("LOG-LEVEL"))
         except ValueError as e:
             raise ConfigError(str(e)) from None
         udp = settings.get("LISTEN-UDP") or str(self.port)
@@ -250,22 +280,34 @@ class _LoopbackConsoleGate(Factory):
 
 
 class HbbsService(service.MultiService):
-    """hbbs as one service: keys, database, controller and listeners."""
+    """hbbs as one service: keys, database, controller and listeners.
+
+    ``descriptors``, a :class:`~rustdesk_twisted.admission.BudgetShare`, is
+    hbbs's part of a descriptor budget shared with hbbr in one process (its own
+    budget when alone); ``rlimits`` is the ``resource`` module, or a stand-in in
+    tests.
+    """
 
     log = Logger()
 
-    def __init__(self, config, reactor):
+    def __init__(self, config, reactor, descriptors=None, rlimits=resource):
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.descriptors = descriptors if descriptors is not None else (
+            DescriptorBudget().share("hbbs"))
+        self.rlimits = rlimits
         self.server = None
         self.store = None
         self.health = None
         self.udp = None
+        self.lock = None
+        self.websocket_admission = None
 
     def startService(self):
         """Examine the database first (reading only), so that a file we must refuse leaves
-        nothing behind, not even a new key; then bind, then open the database: nothing is
+        nothing behind, not even a new key; then lock the data directory (one hbbs per
+        directory); then bind, then open the database: nothing is
         processed before the reactor runs, and a listener that cannot bind must not leave
         the store's writer thread behind.  The loaded peers are frozen out of the garbage
         collector, whose full passes over a large table would otherwise stall the UDP
@@ -273,6 +315,15 @@ class HbbsService(service.MultiService):
         config = self.config
         self.store = PeerStore(config.db_url, self.reactor)
         self.store.examine()
+        self.lock = DataDirectoryLock(config.data_dir)
+        self.lock.acquire()
+        try:
+            self._start(config)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _start(self, config):
         server_key = keyfiles.hbbs_server_key(config.key_option, config.data_dir)
         blocker = IpBlocker(config.ip_limit_per_minute, config.ip_limit_ids, config.ip_limit_exempt)
         registry = PeerRegistry(self.store, blocker, max_peers=config.max_peers)
@@ -288,6 +339,7 @@ class HbbsService(service.MultiService):
             loopback_config_update=config.loopback_console)
         if config.relay_announce:
             self._announce_to_relays(server_key)
+        self.descriptors.budget.open(self.rlimits)
         self._build_listeners()
         self._start_children()
         try:
@@ -335,7 +387,13 @@ class HbbsService(service.MultiService):
 
     def _build_listeners(self):
         config, server, reactor = self.config, self.server, self.reactor
-        limits = ConnectionLimits(reactor, max_per_ip=config.max_per_ip)
+        limits = ConnectionLimits(reactor, max_per_ip=config.max_per_ip,
+                                  budget=self.descriptors)
+        self.websocket_admission = WebSocketAdmission(
+            reactor, limits, config.trusted,
+            ConnectionLimits(reactor, max_per_ip=config.max_per_proxy,
+                             name="connections-per-proxy", budget=self.descriptors),
+            config.handshake_timeout, config.max_request_head)
         console = console_factory(HbbsConsole(server), reactor)
         nat = RendezvousTCPFactory(server, reactor, config.max_frame, offer_secure=False,
                                    limits=limits, protocol_class=NatTestTCP)
@@ -344,17 +402,17 @@ class HbbsService(service.MultiService):
                                                        limits=limits)),
             (config.nat_endpoint, _LoopbackConsoleGate(nat, console) if config.loopback_console
              else nat),
-            (config.ws_endpoint, websocket_site(
-                RendezvousWebSocketFactory(server, reactor, config.trusted, limits),
-                config.max_frame, reactor)),
-            (config.console_endpoint, console),
+            (config.ws_endpoint, websocket_site(RendezvousWebSocketFactory(server, reactor),
+                                                self.websocket_admission, config.max_frame)),
         ]
+        if config.console_endpoint != "off":
+            listeners.append((config.console_endpoint, console))
         if config.admin_endpoint != "off":
             listeners.append((config.admin_endpoint, adminweb.hbbs_site(
                 self, _RelayProbe(reactor), reactor, config.admin_token)))
         for description, factory in listeners:
             try:
-                endpoint = serverFromString(reactor, description)
+                endpoint = server_endpoint(reactor, description)
             except ValueError as e:
                 raise ConfigError(f"invalid endpoint {description!r}: {e}") from None
             listener = StreamServerEndpointService(endpoint, factory)
@@ -398,11 +456,17 @@ class HbbsService(service.MultiService):
                      wanted=config.rmem, event="banner")
         elif granted is not None:
             log.info("UDP receive buffer: {granted} bytes", granted=granted, event="banner")
+        log.info("Descriptors: {limit}; at most {connections} TCP/WebSocket connections",
+                 limit=self.descriptors.budget.banner(),
+                 connections=min(self.descriptors.available(), ConnectionLimits.MAX_TOTAL),
+                 event="banner")
         for what, endpoint in (("tcp rendezvous", config.tcp_endpoint),
                                ("tcp NAT test / online", config.nat_endpoint),
                                ("websocket", config.ws_endpoint),
                                ("console", config.console_endpoint),
                                ("admin http", config.admin_endpoint)):
+            if endpoint == "off":
+                continue
             log.info("Listening on {what} {endpoint}", what=what, endpoint=endpoint,
                      event="banner")
         log.info("Relay servers: {relays}", relays=",".join(config.relays) or
@@ -423,7 +487,12 @@ class HbbsService(service.MultiService):
             self.server.registry.save_all_seen(self.reactor.seconds())
             return self.store.close().addCallback(lambda _: result)
 
-        return d.addCallback(close_store)
+        def unlock(result):
+            if self.lock is not None:
+                self.lock.release()
+            return result
+
+        return d.addCallback(close_store).addBoth(unlock)
 
 
 class _Timer(internet.TimerService):
@@ -447,4 +516,5 @@ def makeService(options, reactor=None):
         config = build_config(options)
     except ConfigError as e:
         raise SystemExit(f"rustdesk-hbbs: {e}")
+    logs.set_level(config.log_level)
     return ExitOnStartupError("rustdesk-hbbs", HbbsService(config, reactor), config.log_format)

@@ -3,9 +3,8 @@
 No KeyExchange is ever sent here: clients skip secure_tcp on WebSocket.
 """
 
-from twisted.logger import Logger
-
-from ..wire.websocket import client_address, size_guard
+from ..logs import Logger
+from ..wire.websocket import guard_of
 from .streams import ChannelSession
 
 
@@ -14,10 +13,9 @@ class RendezvousWebSocket:
 
     log = Logger()
 
-    def __init__(self, factory, address, guard):
+    def __init__(self, factory, address):
         self.factory = factory
         self.address = address
-        self.guard = guard
         self.transport = None
         self.session = None
 
@@ -31,22 +29,16 @@ class RendezvousWebSocket:
             self.transport.loseConnection)
 
     def bytesMessageReceived(self, data):
-        self._message_done()
         if self.session is not None:
             self.session.payload_received(bytes(data))
 
     def textMessageReceived(self, message):
-        self._message_done()
         if self.session is not None:
             self.session.activity_only()
 
     def pongReceived(self, payload):
         if self.session is not None:
             self.session.activity_only()
-
-    def _message_done(self):
-        if self.guard is not None:
-            self.guard.message_done()
 
     def connectionLost(self, reason):
         if self.session is not None:
@@ -55,29 +47,19 @@ class RendezvousWebSocket:
 
 
 class RendezvousWebSocketFactory:
-    """The WebSocketServerFactory for 21118."""
+    """The WebSocketServerFactory for 21118; connections were counted and admitted at accept
+    (:func:`~rustdesk_twisted.wire.websocket.websocket_site`)."""
 
-    def __init__(self, server, clock, trusted_proxies, limits):
+    def __init__(self, server, clock):
         self.server = server
         self.clock = clock
-        self.trusted_proxies = trusted_proxies
-        self.limits = limits
 
     def buildProtocol(self, request):
-        address = client_address(request, self.trusted_proxies)
-        protocol = RendezvousWebSocket(self, address, size_guard(request))
-        protocol.limit_host = request.transport.getPeer().host
-        if not self.limits.admit(protocol.limit_host):
-            protocol.limit_host = None
-            request.transport.abortConnection()
-            return protocol
         self._count("websocket_opened")
-        return protocol
+        return RendezvousWebSocket(self, guard_of(request).address)
 
     def connection_closed(self, protocol):
-        if protocol.limit_host is not None:
-            self.limits.release(protocol.limit_host)
-            self._count("websocket_closed")
+        self._count("websocket_closed")
 
     def _count(self, name):
         """Per connection, not per message: metrics read ``opened - closed`` at scrape time."""

@@ -5,11 +5,14 @@ peer) and a RequestRelay with a 30 KB uuid was forwarded to a peer as a
 30 KB datagram.  The limits below are what the official client sends, with
 room to spare: ids are 9-10 digits (custom ones at most 16 characters, and
 the database column is ``varchar(100)``), a machine uid is a 36-character
-GUID, 32 hex digits or a 32-byte key, peer keys are 32 bytes, relay uuids
+GUID, 32 hex digits or a 32-byte key, peer keys are 32 bytes (a change-ID
+carries a 64-byte signature in that field instead, wire/ownership.py), relay uuids
 are 36-character UUIDv4 text, a version is like ``1.4.9``, a mangled address
 is at most 18 bytes.  :func:`problem` says why a message is not one a client
 would send, or returns None.
 """
+
+from .ownership import PROOF_SIZE
 
 MAX_ID = 100
 MAX_UUID = 64
@@ -53,6 +56,9 @@ def problem(kind, inner):
         size = _size(getattr(inner, field))
         if size > limit:
             return f"{kind}.{field} of {size} bytes (at most {limit})"
-    if kind == "register_pk" and inner.pk and len(inner.pk) != PK_SIZE and not inner.old_id:
-        return f"register_pk.pk of {len(inner.pk)} bytes (a key has {PK_SIZE})"
+    if kind == "register_pk" and inner.pk:
+        size, expected = len(inner.pk), PROOF_SIZE if inner.old_id else PK_SIZE
+        if size != expected:
+            what = "a change-ID proof" if inner.old_id else "a key"
+            return f"register_pk.pk of {size} bytes ({what} has {expected})"
     return None
