@@ -161,7 +161,8 @@ class ServiceTests(unittest.TestCase):
         second = tap.HbbsService(config(**{
             "DATA-DIR": directory, "LISTEN-TCP": "tcp:0:interface=127.0.0.1",
             "LISTEN-NAT": "tcp:0:interface=127.0.0.1", "LISTEN-WS": "tcp:0:interface=127.0.0.1",
-            "LISTEN-UDP": "127.0.0.1:0", "CONSOLE": "off"}), reactor)
+            "LISTEN-UDP": "127.0.0.1:0", "CONSOLE": "off",
+            "ADMIN": "tcp:0:interface=127.0.0.1"}), reactor)
         error = self.assertRaises(SystemExit,
                                   ExitOnStartupError("rustdesk-hbbs", second).startService)
         self.assertEqual(str(error), f"rustdesk-hbbs: another hbbs (pid {os.getpid()}) uses "
