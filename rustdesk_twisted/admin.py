@@ -42,6 +42,8 @@ DB_NAME = "db_v2.sqlite3"
 KEPT_FILES = (keys.SECRET_FILE, keys.PUBLIC_FILE, "blacklist.txt", "blocklist.txt", ".env")
 MANIFEST = "MANIFEST.json"
 PAGE = 1000
+PEER_COLUMNS = ("id", "online", "last_seen", "ip")
+NOT_REGISTERED = ": not registered\n"
 
 
 class AdminError(Exception):
@@ -128,14 +130,12 @@ class OfflinePeers:
         return "null", ""
 
     def list(self):
+        """Every peer as a :data:`PEER_COLUMNS` row (none is online: no server runs)."""
         seen, join = self._seen()
         rows = self.conn.execute(
             f"select cast(p.id as text), p.info, {seen} from peer as p{join}"
             " order by p.created_at, p.id")
-        lines = []
-        for peer_id, info, seen in rows:
-            lines.append(f"{peer_id} offline {_iso(seen)} {_ip(info) or '-'}\n")
-        return f"{len(lines)}\n" + "".join(lines)
+        return [(peer_id, False, seen, _ip(info)) for peer_id, info, seen in rows]
 
     def show(self, peer_id):
         seen, join = self._seen()
@@ -143,7 +143,7 @@ class OfflinePeers:
             f"select p.uuid, p.pk, p.created_at, p.info, {seen} from peer as p{join}"
             " where p.id = ?", (peer_id,)).fetchone()
         if row is None:
-            return f"{peer_id}: not registered\n"
+            return peer_id + NOT_REGISTERED
         uuid, pk, created, info, seen = row
         return (f"id: {peer_id}\nonline: false (no server running)\nlast seen: {_iso(seen)}\n"
                 f"ip: {_ip(info)}\nuuid: {base64.b64encode(_bytes(uuid)).decode('ascii')}\n"
@@ -156,7 +156,7 @@ class OfflinePeers:
                 self.conn.execute("delete from peer_last_seen where guid in"
                                   " (select guid from peer where id = ?)", (peer_id,))
             gone = self.conn.execute("delete from peer where id = ?", (peer_id,)).rowcount
-        return f"{peer_id}: released\n" if gone else f"{peer_id}: not registered\n"
+        return f"{peer_id}: released\n" if gone else peer_id + NOT_REGISTERED
 
     def rename(self, old_id, new_id):
         if not ID_FORMAT.fullmatch(new_id):
@@ -172,6 +172,30 @@ class OfflinePeers:
         return f"{old_id}: renamed to {new_id}\n"
 
 
+def live_rows(reply, now):
+    """:data:`PEER_COLUMNS` rows from the console's ``peer-list`` (seconds ago, not a time)."""
+    rows = []
+    for line in reply.splitlines()[1:]:
+        peer_id, status, ago, ip = line.split(" ")
+        seen = None if ago == "never" else now - int(ago)
+        rows.append((peer_id, status == "online", seen, "" if ip == "-" else ip))
+    return rows
+
+
+def format_peers(rows, as_json=False):
+    """The ``peers list`` output: aligned columns under a header, or a JSON array."""
+    if as_json:
+        return json.dumps([dict(zip(PEER_COLUMNS, (peer_id, online, _iso(seen, None), ip)))
+                           for peer_id, online, seen, ip in rows], indent=1) + "\n"
+    table = [tuple(name.upper().replace("_", " ") for name in PEER_COLUMNS)]
+    table += [(peer_id, "online" if online else "offline", _iso(seen), ip or "-")
+              for peer_id, online, seen, ip in rows]
+    widths = [max(len(row[column]) for row in table) for column in range(len(PEER_COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n"
+             for row in table]
+    return "".join(lines) + f"{len(rows)} peer{'' if len(rows) == 1 else 's'}\n"
+
+
 def _bytes(value):
     return value if isinstance(value, bytes) else (value or "").encode("utf-8")
 
@@ -184,9 +208,9 @@ def _ip(info):
     return parsed.get("ip", "") if isinstance(parsed, dict) else ""
 
 
-def _iso(seconds):
+def _iso(seconds, never="never"):
     if seconds is None:
-        return "never"
+        return never
     return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -215,8 +239,29 @@ def database_summary(path):
     return count, check
 
 
+def without_wal(path):
+    """Put a database copy in rollback-journal mode.
+
+    The copy carries the live file's WAL mode, and reading a WAL file leaves
+    ``-wal`` and ``-shm`` files beside it (in the data directory, for a live backup).
+    """
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("pragma journal_mode=delete")
+    finally:
+        conn.close()
+
+
+def remove_database(path):
+    """Remove a database copy and the -wal/-shm files SQLite may have left beside it."""
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name):
+            os.remove(name)
+
+
 def write_archive(archive, database, data_dir, created):
     """A ``.tar.gz`` of the database copy ``database`` and the data directory's key and lists."""
+    without_wal(database)
     peers, check = database_summary(database)
     if check != "ok":
         raise AdminError(f"the database copy fails its integrity check: {check}")
@@ -375,39 +420,55 @@ def healthcheck(reactor, url, timeout):
 # The command line
 
 
+def _common_options(parser, default):
+    """The options every command takes, before or after its name (``default``: their value
+    when absent; SUPPRESS after the command, so it does not hide one given before)."""
+    parser.add_argument("--data-dir", default=default, help="directory shared by hbbs and hbbr "
+                        "(keys, db_v2.sqlite3, lists, .env); default: current directory")
+    parser.add_argument("--console", default=default, help="hbbs console socket (default "
+                        "DATA_DIR/" + CONSOLE_NAME + ")")
+    parser.add_argument("--db", default=default, help="database file (default DB_URL or "
+                        "DATA_DIR/" + DB_NAME + ")")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="rustdesk-admin",
         description="Keys, peers, backups and health checks of a RustDesk server data directory.")
-    parser.add_argument("--data-dir", default=".", help="directory shared by hbbs and hbbr "
-                        "(keys, db_v2.sqlite3, lists, .env); default: current directory")
-    parser.add_argument("--console", help="hbbs console socket (default DATA_DIR/" +
-                        CONSOLE_NAME + ")")
-    parser.add_argument("--db", help="database file (default DB_URL or DATA_DIR/" + DB_NAME + ")")
+    parser.add_argument("--version", action="version", version=f"rustdesk-admin {__version__}")
+    _common_options(parser, None)
+    parser.set_defaults(data_dir=".")
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("show-key", help="print the public key and its fingerprint")
-    gen = commands.add_parser("gen-key", help="create id_ed25519 and id_ed25519.pub "
-                              "(never replaces one)")
+
+    def command(subparsers, name, **kwargs):
+        return subparsers.add_parser(name, parents=[common], **kwargs)
+
+    command(commands, "show-key", help="print the public key and its fingerprint")
+    gen = command(commands, "gen-key", help="create id_ed25519 and id_ed25519.pub "
+                  "(never replaces one)")
     gen.add_argument("--if-missing", action="store_true",
                      help="an existing key is fine: print it and exit 0")
-    check = commands.add_parser("check-key", help="does this public key match the private key")
+    check = command(commands, "check-key", help="does this public key match the private key")
     check.add_argument("public_key")
-    peers = commands.add_parser("peers", help="list, show, release or rename peers")
+    peers = command(commands, "peers", help="list, show, release or rename peers")
     actions = peers.add_subparsers(dest="action", required=True)
-    actions.add_parser("list")
-    actions.add_parser("show").add_argument("id")
-    actions.add_parser("release").add_argument("id")
-    rename = actions.add_parser("rename")
+    command(actions, "list", help="every peer: id, online, last seen (UTC), ip").add_argument(
+        "--json", action="store_true", help="a JSON array of objects with those fields")
+    command(actions, "show").add_argument("id")
+    command(actions, "release").add_argument("id")
+    rename = command(actions, "rename")
     rename.add_argument("old_id")
     rename.add_argument("new_id")
-    backup = commands.add_parser("backup", help="database (online backup), keys and lists "
-                                 "into a .tar.gz; consistent while hbbs runs")
+    backup = command(commands, "backup", help="database (online backup), keys and lists "
+                     "into a .tar.gz; consistent while hbbs runs")
     backup.add_argument("archive")
-    restore = commands.add_parser("restore", help="put a backup into the data directory "
-                                  "(hbbs must be stopped)")
+    restore = command(commands, "restore", help="put a backup into the data directory "
+                      "(hbbs must be stopped)")
     restore.add_argument("archive")
     restore.add_argument("--force", action="store_true", help="replace existing keys/database")
-    health = commands.add_parser("healthcheck", help="exit 0 when the server answers /healthz")
+    health = command(commands, "healthcheck", help="exit 0 when the server answers /healthz")
     health.add_argument("--relay", action="store_true", help="check hbbr instead of hbbs")
     health.add_argument("--ready", action="store_true", help="ask /readyz (database, relays)")
     health.add_argument("--url", help="admin URL to ask instead of the configured one")
@@ -444,7 +505,7 @@ def run(reactor, args, environ, out):
     elif command == "peers":
         reply = yield _peers(reactor, ctx, args)
         out.write(reply)
-        if reply.startswith("error:"):
+        if reply.startswith("error:") or reply.endswith(NOT_REGISTERED):
             raise SystemExit(1)
     elif command == "backup":
         manifest = yield _backup(reactor, ctx, args.archive)
@@ -466,7 +527,8 @@ def _peers(reactor, ctx, args):
     action = args.action
     if server_running(ctx.console):
         if action == "list":
-            return (yield live_peer_list(reactor, ctx.console))
+            reply = yield live_peer_list(reactor, ctx.console)
+            return format_peers(live_rows(reply, reactor.seconds()), args.json)
         if action == "rename":
             command = f"peer-rename {args.old_id} {args.new_id}"
         else:
@@ -475,7 +537,7 @@ def _peers(reactor, ctx, args):
     peers = OfflinePeers(ctx.db, write=action in ("release", "rename"))
     try:
         if action == "list":
-            return peers.list()
+            return format_peers(peers.list(), args.json)
         if action == "show":
             return peers.show(args.id)
         if action == "release":
@@ -497,7 +559,7 @@ def _backup(reactor, ctx, archive):
         try:
             return write_archive(archive, snapshot, ctx.data_dir, created)
         finally:
-            os.remove(snapshot)
+            remove_database(snapshot)
     with tempfile.TemporaryDirectory() as scratch:
         snapshot = os.path.join(scratch, DB_NAME)
         if not os.path.exists(ctx.db):

@@ -18,6 +18,7 @@ from . import logs
 from .config import ConfigError
 from .listeners import unix_socket_in
 from .logs import Logger
+from .pluginoptions import PluginOptions
 from .startup import exit_on_startup_error
 from .hbbr import tap as hbbr_tap
 from .admission import DescriptorBudget
@@ -38,7 +39,7 @@ RELAY_PASSED_ON = ("max-connections-per-ip", "max-connections", "max-early-bytes
                    "max-early-bytes-total")
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = ("RustDesk ID/rendezvous server (hbbs) and relay (hbbr) in one process, sharing "
                 "the data directory and its key. hbbs listens on PORT-1, PORT (TCP+UDP) and "

@@ -25,7 +25,9 @@ from .client import (
     ServerAddress,
     SessionError,
 )
+from . import __version__
 from .client.rendezvous import RELAY_PORT, RENDEZVOUS_PORT, relay_destination, split_host_port
+from .hbbs.registry import PROBE_PREFIX
 from .wire import addr_mangle, keys
 from .wire.rendezvous_pb2 import NatType
 
@@ -37,7 +39,7 @@ REGISTRATION_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 25.0
 SESSION_TIMEOUT = 20.0
 ECHO = b"rustdesk-doctor echo"
-PEER_ID = "doctor{:06d}"
+PEER_ID = PROBE_PREFIX + "doctor{:06d}"
 
 
 class Check:
@@ -426,7 +428,12 @@ class Doctor:
 def parse_arguments(argv):
     parser = argparse.ArgumentParser(
         prog="rustdesk-doctor",
-        description="Check a RustDesk server (hbbs + hbbr) as clients use it.")
+        description="Check a RustDesk server (hbbs + hbbr) as clients use it.",
+        epilog=f"The test peers register with ids starting {PROBE_PREFIX!r}: hbbs keeps such "
+               "peers in memory only, forgets them a minute or two after they go offline and "
+               "never writes them to its database, so checking a production server leaves "
+               "nothing behind.")
+    parser.add_argument("--version", action="version", version=f"rustdesk-doctor {__version__}")
     parser.add_argument("server", metavar="SERVER[:PORT]", help="hbbs address (port 21116)")
     parser.add_argument("--key", help="the key clients are given (content of id_ed25519.pub)")
     parser.add_argument("--relay", metavar="HOST[:PORT]",

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install the package with its test dependencies into .venv and run the whole trial suite.
 # The last line is a plain "tests: N passed, N failed[, N skipped]" summary.
+# The install is a regular one, as the README's Quick start does: an editable install would
+# remove the twistd plugins from .venv and break `.venv/bin/twistd -n rustdesk-server`. The
+# tests import the checkout itself (trial runs from here; twistd gets it on PYTHONPATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet -e '.[test]'
+.venv/bin/pip install --quiet '.[test]'
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -1,6 +1,7 @@
 """rustdesk-admin: keys, offline peers, backup/restore archives, health URLs, console additions."""
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -17,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from rustdesk_twisted import admin
 from rustdesk_twisted.config import ConfigError, Settings
 from rustdesk_twisted.hbbs.console import HbbsConsole
+from rustdesk_twisted.hbbs.dbfile import read_only_uri as dbfile_uri
 from rustdesk_twisted.textconsole import ConsoleFactory
 from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.hbbs.relays import RelayRotation
@@ -96,8 +98,8 @@ class OfflinePeerTests(SynchronousTestCase):
         self.addCleanup(self.peers.close)
 
     def test_list_and_show(self):
-        self.assertEqual(self.peers.list(), "2\n123456789 offline 2023-11-14T22:13:20Z 1.2.3.4\n"
-                                            "987654321 offline 2023-11-14T22:13:20Z 5.6.7.8\n")
+        self.assertEqual(self.peers.list(), [("123456789", False, 1_700_000_000, "1.2.3.4"),
+                                             ("987654321", False, 1_700_000_000, "5.6.7.8")])
         shown = self.peers.show("123456789")
         self.assertIn("ip: 1.2.3.4\n", shown)
         self.assertIn(f"key: {keys.fingerprint(PK)}\n", shown)
@@ -160,8 +162,59 @@ class OfflineForeignDatabaseTests(SynchronousTestCase):
         before = self.snapshot()
         done = self.run_admin("peers", "list")
         self.assertEqual(done.returncode, 0, done.stderr)
-        self.assertEqual(done.stdout, "1\n123456789 offline never 1.2.3.4\n")
+        self.assertEqual(done.stdout, "ID         ONLINE   LAST SEEN  IP\n"
+                                      "123456789  offline  never      1.2.3.4\n1 peer\n")
         self.assertEqual(self.snapshot(), before)
+
+
+class PeerListFormatTests(SynchronousTestCase):
+    """One time format (UTC, ISO 8601) whether the rows come from the console or the file."""
+
+    def test_console_rows_use_times(self):
+        reply = "2\n123456789 online 0 10.0.0.1\n234567891 offline never -\n"
+        self.assertEqual(admin.live_rows(reply, 1_700_000_040),
+                         [("123456789", True, 1_700_000_040, "10.0.0.1"),
+                          ("234567891", False, None, "")])
+
+    def test_table_and_json(self):
+        rows = [("123456789", True, 1_700_000_000, "10.0.0.1"), ("office-pc", False, None, "")]
+        self.assertEqual(admin.format_peers(rows),
+                         "ID         ONLINE   LAST SEEN             IP\n"
+                         "123456789  online   2023-11-14T22:13:20Z  10.0.0.1\n"
+                         "office-pc  offline  never                 -\n"
+                         "2 peers\n")
+        self.assertEqual(json.loads(admin.format_peers(rows, as_json=True)), [
+            {"id": "123456789", "online": True, "last_seen": "2023-11-14T22:13:20Z",
+             "ip": "10.0.0.1"},
+            {"id": "office-pc", "online": False, "last_seen": None, "ip": ""}])
+
+
+class CommandLineTests(SynchronousTestCase):
+    """The console script as the operator types it."""
+
+    def setUp(self):
+        self.dir = _directory(self)
+        _database(os.path.join(self.dir, "db_v2.sqlite3"), [("123456789", "1.2.3.4")])
+
+    def run_admin(self, *argv):
+        return subprocess.run([sys.executable, "-m", "rustdesk_twisted.admin", *argv],
+                              capture_output=True, text=True, timeout=60, cwd=REPOSITORY)
+
+    def test_options_after_the_command(self):
+        admin.gen_key(self.dir)
+        before = self.run_admin("--data-dir", self.dir, "show-key")
+        after = self.run_admin("show-key", "--data-dir", self.dir)
+        self.assertEqual((after.returncode, after.stdout), (0, before.stdout), after.stderr)
+        self.assertIn("Key: ", after.stdout)
+        listed = self.run_admin("peers", "list", "--json", "--data-dir", self.dir)
+        self.assertEqual([peer["id"] for peer in json.loads(listed.stdout)], ["123456789"])
+
+    def test_unknown_id_exits_1(self):
+        for action in ("show", "release"):
+            done = self.run_admin("--data-dir", self.dir, "peers", action, "nobody1")
+            self.assertEqual((done.returncode, done.stdout), (1, "nobody1: not registered\n"))
+        done = self.run_admin("--data-dir", self.dir, "peers", "show", "123456789")
+        self.assertEqual(done.returncode, 0, done.stderr)
 
 
 class BackupArchiveTests(SynchronousTestCase):
@@ -178,6 +231,15 @@ class BackupArchiveTests(SynchronousTestCase):
         snapshot = os.path.join(self.dir, "snapshot.sqlite3")
         admin.sqlite_copy(self.db, snapshot)
         return admin.write_archive(self.archive, snapshot, self.dir, "now")
+
+    def test_copy_leaves_no_wal_files(self):
+        """A copy of a WAL-mode database, once archived, has no -wal/-shm beside it."""
+        conn = sqlite3.connect(self.db)
+        conn.execute("pragma journal_mode=wal")
+        conn.close()
+        self._backup()
+        self.assertEqual(sorted(n for n in os.listdir(self.dir) if n.startswith("snapshot")),
+                         ["snapshot.sqlite3"])
 
     def test_round_trip(self):
         manifest = self._backup()
@@ -307,6 +369,10 @@ class ConsoleAdditionTests(TestCase):
         target = os.path.join(self.dir, "snap.sqlite3")
         self.assertEqual(await self.run_command("backup snap.sqlite3"), f"ok {target}\n")
         self.assertEqual(admin.database_summary(target), (3, "ok"))
+        conn = sqlite3.connect(dbfile_uri(target), uri=True)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("select last_seen from peer_last_seen").fetchall(),
+                         [(1000,)] * 3)
         self.assertEqual(self.run_command("backup snap.sqlite3"), f"error: {target} exists\n")
         self.assertTrue(self.run_command("backup ../x").startswith("error:"))
 

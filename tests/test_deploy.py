@@ -115,7 +115,7 @@ class DockerTests(SynchronousTestCase):
         entrypoint = json.loads(dict(dockerfile_instructions(read("docker", "Dockerfile")))
                                 ["ENTRYPOINT"])
         for name, service in services.items():
-            self.assertEqual(service["volumes"], ["./data:/data"])
+            self.assertEqual(service["volumes"], ["rustdesk-data:/data"])
             plugin = check_twistd_args(self, entrypoint + service["command"])
             self.assertEqual(plugin, f"rustdesk-{name}")
             test = service["healthcheck"]["test"]

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 
 from twisted.internet import reactor
@@ -43,6 +44,7 @@ class DoctorTests(unittest.TestCase):
              "--console", f"unix:{self.sockets}/hbbs.sock"] + list(hbbs),
             self.directory, b"Relay servers:").ready
         self.addCleanup(stop_twistd, process)
+        self.processes = [process]
         with open(os.path.join(self.directory, "id_ed25519.pub")) as f:
             self.key = f.read()
         if with_hbbr:
@@ -53,6 +55,7 @@ class DoctorTests(unittest.TestCase):
                  "--console", f"unix:{self.sockets}/hbbr.sock"] + list(hbbr),
                 self.directory, b"bandwidth:").ready
             self.addCleanup(stop_twistd, process)
+            self.processes.append(process)
 
     @inlineCallbacks
     def diagnose(self, *extra, key=None):
@@ -80,6 +83,19 @@ class DoctorTests(unittest.TestCase):
                       checks["relay connection (forced)"]["detail"])
         self.assertIn(keys.fingerprint(keys.decode_public(self.key)),
                       checks["key exchange (secure TCP)"]["detail"])
+
+    @inlineCallbacks
+    def test_leaves_nothing_in_the_database(self):
+        """The test peers are probes: after a full run and a clean stop, no row, no last-seen."""
+        yield self.start()
+        checks = yield self.diagnose()
+        self.assertStatuses(checks, {})
+        for process in self.processes:
+            yield stop_twistd(process)
+        conn = sqlite3.connect(os.path.join(self.directory, "db_v2.sqlite3"))
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("select count(*) from peer").fetchone(), (0,))
+        self.assertEqual(conn.execute("select count(*) from peer_last_seen").fetchone(), (0,))
 
     @inlineCallbacks
     def test_text_report_and_exit_status(self):

@@ -8,7 +8,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from rustdesk_twisted.hbbs.limits import IpBlocker, IpChanges, PunchLog
-from rustdesk_twisted.hbbs.registry import ONLINE_WINDOW, PeerRegistry, Result
+from rustdesk_twisted.hbbs.registry import ONLINE_WINDOW, PROBE_PREFIX, PeerRegistry, Result
 from rustdesk_twisted.hbbs.relays import RelayRotation, parse_relay_list, with_default_port
 from rustdesk_twisted.hbbs.store import StoredPeer
 from rustdesk_twisted.wire import ownership
@@ -454,3 +454,33 @@ class RelayRotationTests(SynchronousTestCase):
         self.assertEqual(with_default_port("relay:1"), "relay:1")
         self.assertEqual(with_default_port("[2001:db8::1]"), "[2001:db8::1]:21117")
         self.assertEqual(with_default_port("[2001:db8::1]:5"), "[2001:db8::1]:5")
+
+
+class ProbeTests(SynchronousTestCase):
+    """rustdesk-doctor's peers (ids starting PROBE_PREFIX) work but never reach the store."""
+
+    def setUp(self):
+        self.store = RecordingStore()
+        self.registry = PeerRegistry(store=self.store)
+        self.probe = PROBE_PREFIX + "doctor000001"
+
+    def test_registered_in_memory_only(self):
+        address = ("203.0.113.10", 5000)
+        self.assertEqual(settled(self.registry.register_pk(self.probe, UUID, PK, address, T0)),
+                         Result.OK)
+        self.assertEqual(settled(self.registry.register_pk(self.probe, UUID, PK2, address, T0 + 7)),
+                         Result.OK)
+        self.assertFalse(self.registry.register_peer(self.probe, address, T0 + 400))
+        self.registry.save_all_seen(T0 + 401)
+        self.assertTrue(self.registry.is_online(self.probe, T0 + 401))
+        self.assertEqual(self.store.writes, [])
+
+    def test_forgotten_once_offline(self):
+        self.registry.register_pk(self.probe, UUID, PK, ("203.0.113.10", 5000), T0)
+        settled(self.registry.register_pk(ID, UUID, PK, ("203.0.113.11", 5000), T0))
+        self.registry.prune(T0 + 10)
+        self.assertIsNotNone(self.registry.get(self.probe))
+        self.registry.prune(T0 + 60)
+        self.assertIsNone(self.registry.get(self.probe))
+        self.assertIsNotNone(self.registry.get(ID))
+        self.assertEqual(self.registry.probes, {})

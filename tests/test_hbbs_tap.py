@@ -113,6 +113,7 @@ class ServiceTests(unittest.TestCase):
         values.setdefault("LISTEN-WS", "tcp:0:interface=127.0.0.1")
         values.setdefault("LISTEN-UDP", "127.0.0.1:0")
         values.setdefault("CONSOLE", "tcp:0:interface=127.0.0.1")
+        values.setdefault("ADMIN", "tcp:0:interface=127.0.0.1")
         return directory, tap.HbbsService(config(**values), reactor)
 
     def test_start_banner_and_clean_stop(self):
@@ -160,7 +161,8 @@ class ServiceTests(unittest.TestCase):
         second = tap.HbbsService(config(**{
             "DATA-DIR": directory, "LISTEN-TCP": "tcp:0:interface=127.0.0.1",
             "LISTEN-NAT": "tcp:0:interface=127.0.0.1", "LISTEN-WS": "tcp:0:interface=127.0.0.1",
-            "LISTEN-UDP": "127.0.0.1:0", "CONSOLE": "off"}), reactor)
+            "LISTEN-UDP": "127.0.0.1:0", "CONSOLE": "off",
+            "ADMIN": "tcp:0:interface=127.0.0.1"}), reactor)
         error = self.assertRaises(SystemExit,
                                   ExitOnStartupError("rustdesk-hbbs", second).startService)
         self.assertEqual(str(error), f"rustdesk-hbbs: another hbbs (pid {os.getpid()}) uses "

@@ -22,6 +22,7 @@ from ..admission import AdmittedFactory, ConnectionLimits, DescriptorBudget
 from ..config import ConfigError, Settings, read_env_file
 from ..listeners import server_endpoint, unix_socket_in
 from ..logs import Logger
+from ..pluginoptions import PluginOptions
 from ..startup import ExitOnStartupError
 from ..wire.announce import DEFAULT_SKEW, KEEPALIVE_INTERVAL
 from ..wire.websocket import (
@@ -62,7 +63,7 @@ ENV_FILE_KEYS = {"PORT", "BIND", "KEY", "SINGLE-BANDWIDTH", "TOTAL-BANDWIDTH", "
                  "DOWNGRADE-THRESHOLD", "DOWNGRADE-START-CHECK", "THROTTLE"}
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = ("RustDesk relay server (hbbr). Listens on PORT (TCP) and PORT+2 "
                 "(WebSocket); PORT=N from the environment or .env means N+1 and N+3.")

@@ -317,6 +317,8 @@ class HbbsConsole:
     def _backup(self, args, now):
         """Ours: an online backup of the database, beside it, once queued writes are in.
 
+        Last-seen times held in memory are queued first, so the copy has them.
+
         Only a plain file name is taken, so the console cannot be made to
         write anywhere but the data directory; ``rustdesk-admin`` moves it.
         """
@@ -329,6 +331,7 @@ class HbbsConsole:
         target = os.path.join(os.path.dirname(os.path.abspath(store.path)), name)
         if os.path.lexists(target):
             return f"error: {target} exists\n"
+        self.server.registry.save_all_seen(now)
         d = store.backup(target)
         d.addCallbacks(lambda _: f"ok {target}\n", lambda failure: f"error: {failure.value}\n")
         return d

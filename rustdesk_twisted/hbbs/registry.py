@@ -39,9 +39,16 @@ PK_BURST = 2
 PK_BURST_SECONDS = 6
 SEEN_PERSIST_INTERVAL = 300.0
 ID_FORMAT = re.compile(r"[a-zA-Z][\w-]{5,15}")
+# rustdesk-doctor's test peers: "~" is outside every id a client is given or may change to.
+PROBE_PREFIX = "~probe-"
 
 Result = RegisterPkResponse.Result
 _NEVER = float("-inf")  # one shared object: three fresh floats per peer cost 72 bytes
+
+
+def is_probe(peer_id):
+    """A diagnostic peer: served like any other, but never written to the database."""
+    return peer_id.startswith(PROBE_PREFIX)
 
 
 class Peer:
@@ -127,6 +134,7 @@ class PeerRegistry:
         self.ip_changes = IpChanges()
         self.max_peers = max_peers
         self.peers = {}
+        self.probes = {}  # in memory only, forgotten by prune once offline
         self.throttled = 0
         self.key_changes_refused = 0
         self.limits = LimitLog(self.log)
@@ -266,7 +274,10 @@ class PeerRegistry:
         before = None if new else _snapshot(peer)
         old_pk, old_ip = peer.pk, peer.ip
         if new:
-            peer.guid = new_guid()
+            if is_probe(peer.id):
+                self.probes[peer.id] = peer
+            else:
+                peer.guid = new_guid()
             self.peers[peer.id] = peer
         peer.uuid = uuid
         peer.pk = pk
@@ -278,7 +289,7 @@ class PeerRegistry:
             self.log.info("{ip} updated peer {peer_id}: key {key_change}, ip {old_ip} -> {ip}",
                           peer_id=untrusted(peer.id), key_change="changed" if old_pk != pk else "same",
                           old_ip=old_ip, ip=ip, event="peer_updated")
-        if self.store is None:
+        if self.store is None or not peer.guid:
             return None
         if new:
             return self._persist(peer, before, self.store.insert(peer.guid, peer.id, uuid, pk, ip))
@@ -440,5 +451,10 @@ class PeerRegistry:
                 self._save_seen(peer, peer.last_reg_time)
 
     def prune(self, now):
+        for peer_id, peer in list(self.probes.items()):
+            if not peer.online(now):
+                del self.probes[peer_id]
+                if self.peers.get(peer_id) is peer:
+                    del self.peers[peer_id]
         self.ip_blocker.prune(now)
         self.ip_changes.prune(now)

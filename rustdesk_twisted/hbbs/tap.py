@@ -23,6 +23,7 @@ from ..admission import ConnectionLimits, DescriptorBudget
 from ..config import ConfigError, layered_settings
 from ..listeners import server_endpoint, unix_socket_in
 from ..logs import Logger
+from ..pluginoptions import PluginOptions
 from ..startup import ExitOnStartupError
 from ..wire import keys as keyfiles
 from ..wire.addr_mangle import is_loopback
@@ -136,7 +137,7 @@ OPTIONS = [
 ]
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     """Every option is also read from the environment, .env and --config under its NAME."""
 
     synopsis = "[options]"
