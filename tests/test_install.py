@@ -55,8 +55,27 @@ def make_venv(test):
                            "['purelib'])"], check=True, capture_output=True,
                           text=True).stdout.strip()
     with open(os.path.join(site, "outer.pth"), "w", encoding="utf-8") as f:
-        f.write(sysconfig.get_paths()["purelib"] + "\n")
+        f.write(_outer_packages(directory) + "\n")
     return python, site
+
+
+def _outer_packages(directory):
+    """The running venv's packages, as links, without our plugin files: when the test
+    command installed this checkout there too, twisted would find our plugins there first
+    and never look at (or cache) the new venv's."""
+    outer = sysconfig.get_paths()["purelib"]
+    view = os.path.join(directory, "outer")
+    for parent, skip in ((outer, {"twisted"}), (os.path.join(outer, "twisted"), {"plugins"})):
+        target = os.path.join(view, os.path.relpath(parent, outer))
+        os.makedirs(target)
+        for name in set(os.listdir(parent)) - skip:
+            os.symlink(os.path.join(parent, name), os.path.join(target, name))
+    plugins = os.path.join(outer, "twisted", "plugins")
+    os.makedirs(os.path.join(view, "twisted", "plugins"))
+    for name in os.listdir(plugins):
+        if not name.startswith("rustdesk_") and name != "dropin.cache":
+            os.symlink(os.path.join(plugins, name), os.path.join(view, "twisted", "plugins", name))
+    return view
 
 
 def checkout_copy(test):
