@@ -46,9 +46,26 @@ class Logger(_TwistedLogger):
     of I/O each.  The check comes before any formatting or publishing.
     """
 
+    def __set_name__(self, owner, name):
+        self._attribute = name
+
+    def __get__(self, instance, owner=None):
+        """The logger bound to ``instance``, kept in the instance's ``__dict__`` under this
+        attribute's name, so later lookups find it there: Twisted builds a new Logger on
+        every access, which costs more than the event on a hot path."""
+        bound = super().__get__(instance, owner)
+        name = getattr(self, "_attribute", None)
+        if instance is not None and name is not None and hasattr(instance, "__dict__"):
+            instance.__dict__[name] = bound
+        return bound
+
     def emit(self, level, format=None, **kwargs):
         if _PRIORITY.get(level, 0) >= _minimum[0]:
             super().emit(level, format, **kwargs)
+
+    def debug(self, format=None, **kwargs):
+        if _minimum[0] == 0:
+            super().emit(LogLevel.debug, format, **kwargs)
 
 
 def json_observer(stream=None):

@@ -42,7 +42,9 @@ ID_FORMAT = re.compile(r"[a-zA-Z][\w-]{5,15}")
 # rustdesk-doctor's test peers: "~" is outside every id a client is given or may change to.
 PROBE_PREFIX = "~probe-"
 
-Result = RegisterPkResponse.Result
+# RegisterPkResponse.Result's values as plain class attributes: the protobuf enum wrapper
+# resolves every attribute access in Python, a cost paid on each registration.
+Result = type("Result", (), dict(RegisterPkResponse.Result.items()))
 _NEVER = float("-inf")  # one shared object: three fresh floats per peer cost 72 bytes
 
 
@@ -282,11 +284,12 @@ class PeerRegistry:
         peer.uuid = uuid
         peer.pk = pk
         peer.ip = ip
+        # Routine, and as frequent as registrations: debug lines; /metrics counts them.
         if new:
-            self.log.info("{ip} new peer {peer_id}", ip=ip, peer_id=untrusted(peer.id),
-                          event="peer_added")
+            self.log.debug("{ip} new peer {peer_id}", ip=ip, peer_id=untrusted(peer.id),
+                           event="peer_added")
         else:
-            self.log.info("{ip} updated peer {peer_id}: key {key_change}, ip {old_ip} -> {ip}",
+            self.log.debug("{ip} updated peer {peer_id}: key {key_change}, ip {old_ip} -> {ip}",
                           peer_id=untrusted(peer.id), key_change="changed" if old_pk != pk else "same",
                           old_ip=old_ip, ip=ip, event="peer_updated")
         if self.store is None or not peer.guid:
