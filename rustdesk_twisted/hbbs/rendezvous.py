@@ -52,6 +52,10 @@ _REQUEST_PK = {
                               RegisterPeerResponse(request_pk=request_pk)).SerializeToString()
     for request_pk in (False, True)
 }
+_REGISTER_PK_ANSWERS = {
+    result: messages.register_pk_response(result).SerializeToString()
+    for result in (Result.OK, Result.UUID_MISMATCH, Result.TOO_FREQUENT, Result.SERVER_ERROR)
+}
 _VERSION_IN_URL = re.compile(r"(\d+(?:\.\d+)+)")
 
 
@@ -241,11 +245,18 @@ class RendezvousServer:
             self._count("udp_ignored")
 
     def _answer_register_pk(self, result, address):
-        """Over UDP, once the registration is committed (or refused): OK means on disk."""
+        """Over UDP, once the registration is committed (or refused): OK means on disk.
+
+        The answer goes to the datagram's source, from the socket it came in on.
+        """
         if result == Result.SERVER_ERROR:
             self._count("register_pk_refused_unsaved")
-        if self.send_datagram is not None:
-            self.send_datagram(messages.register_pk_response(result).SerializeToString(), address)
+        send = self.send_reply if self.send_reply is not None else self.send_datagram
+        if send is not None:
+            payload = _REGISTER_PK_ANSWERS.get(result)
+            if payload is None:
+                payload = messages.register_pk_response(result).SerializeToString()
+            send(payload, address)
 
     def _register_peer(self, peer_id, serial, address):
         if not peer_id:
