@@ -33,6 +33,7 @@ from .hbbr.tap import relay_ports
 from .hbbs import dbfile
 from .hbbs.registry import ID_FORMAT
 from .hbbs.store import path_from_db_url
+from .logtext import shown
 from .wire import keys
 
 CONSOLE_NAME = "hbbs-console.sock"
@@ -176,7 +177,7 @@ def live_rows(reply, now):
     """:data:`PEER_COLUMNS` rows from the console's ``peer-list`` (seconds ago, not a time)."""
     rows = []
     for line in reply.splitlines()[1:]:
-        peer_id, status, ago, ip = line.split(" ")
+        peer_id, status, ago, ip = line.rsplit(" ", 3)
         seen = None if ago == "never" else now - int(ago)
         rows.append((peer_id, status == "online", seen, "" if ip == "-" else ip))
     return rows
@@ -188,7 +189,7 @@ def format_peers(rows, as_json=False):
         return json.dumps([dict(zip(PEER_COLUMNS, (peer_id, online, _iso(seen, None), ip)))
                            for peer_id, online, seen, ip in rows], indent=1) + "\n"
     table = [tuple(name.upper().replace("_", " ") for name in PEER_COLUMNS)]
-    table += [(peer_id, "online" if online else "offline", _iso(seen), ip or "-")
+    table += [(shown(peer_id), "online" if online else "offline", _iso(seen), ip or "-")
               for peer_id, online, seen, ip in rows]
     widths = [max(len(row[column]) for row in table) for column in range(len(PEER_COLUMNS))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n"

@@ -53,6 +53,18 @@ def quoted(value, limit=MAX_QUOTED):
     return '"' + "".join(out) + '"'
 
 
+_BARE = _PLAIN - {" "}
+
+
+def shown(value):
+    """``value`` as is when it is printable ASCII without spaces or quotes (every real id),
+    else :func:`quoted`: for listings an operator reads in a terminal or a script splits."""
+    text = str(value)
+    if text and all(char in _BARE for char in text):
+        return text
+    return quoted(text, 200)
+
+
 class Untrusted(str):
     """A client's text as a log event field: the raw value for structured consumers (JSON
     lines, filters on ``event``), :func:`quoted` wherever it is formatted into a line."""

@@ -96,7 +96,11 @@ class HbbsCollector:
         yield _counter("rustdesk_hbbs_rate_limit_hits", "Registrations refused TOO_FREQUENT.",
                        ["limit"], (((name,), value) for name, value in limits))
         hits = {}
-        for source in (server.limits, registry.limits, registry.ip_blocker.limits):
+        sources = [server.limits, registry.limits, registry.ip_blocker.limits]
+        admission = getattr(self.service, "websocket_admission", None)
+        if admission is not None:  # the TCP and WebSocket connection caps
+            sources += [admission.limits.limit_log, admission.proxy_limits.limit_log]
+        for source in sources:
             for name, value in source.hits.items():
                 hits[name] = hits.get(name, 0) + value
         yield _counter("rustdesk_hbbs_limit_hits",

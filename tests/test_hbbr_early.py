@@ -148,3 +148,13 @@ class LonelyHalvesTests(SynchronousTestCase):
         self.kernel.pump()
         self.assertLess(early.held, before + READ_SIZE)
         self.assertGreater(sum(h.early_held > 0 for h in self.halves[100:]), 0)
+
+    def test_a_refused_newcomer_is_out_of_pairing_before_its_connection_goes(self):
+        refused = self.kernel.connect("198.51.100.2", frame_request("late") + b"x" * 1000)
+        refused.dataReceived(self.kernel._read(self.kernel.unread.pop(refused)))
+        self.assertTrue(refused.transport.disconnecting)
+        partner = self.kernel.connect("198.51.100.3", frame_request("late"))
+        self.kernel.pump()
+        self.assertIsNone(refused.session, "paired with a connection being closed")
+        self.assertIsNone(partner.session)
+        self.assertIn("late", self.relay.pending._waiting)

@@ -23,6 +23,7 @@ from rustdesk_twisted.hbbs.registry import PeerRegistry
 from rustdesk_twisted.hbbs.relays import RelayRotation
 from rustdesk_twisted.hbbs.rendezvous import RendezvousServer
 from rustdesk_twisted.wire import addr_mangle, keys, messages
+from rustdesk_twisted.wire.websocket import TrustedProxies, WebSocketAdmission
 from rustdesk_twisted.wire.rendezvous_pb2 import (
     PunchHoleRequest,
     PunchHoleSent,
@@ -91,6 +92,16 @@ class HbbsCollectorTests(SynchronousTestCase):
         self.server.datagram_received(pk.SerializeToString(), (ip, 4000))
         peer = messages.wrap("register_peer", RegisterPeer(id=peer_id))
         self.server.datagram_received(peer.SerializeToString(), (ip, 4000))
+
+    def test_connection_refusals_at_accept_are_counted(self):
+        """The TCP listeners' per-source cap (shared with WebSocket) counts in limit_hits."""
+        limits = ConnectionLimits(self.clock, max_per_ip=1)
+        self.collector.service.websocket_admission = WebSocketAdmission(
+            self.clock, limits, TrustedProxies())
+        limits.admit("198.51.100.1")
+        limits.admit("198.51.100.1")
+        self.assertEqual(scrape(self.collector)[
+            ("rustdesk_hbbs_limit_hits_total", (("limit", "connections-per-ip"),))], 1)
 
     def test_counters_move(self):
         before = scrape(self.collector)

@@ -14,7 +14,6 @@ README command is checked from the day it is written.
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 

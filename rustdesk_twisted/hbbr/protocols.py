@@ -104,6 +104,7 @@ class TcpRelayProtocol(Protocol):
             return
         if not self.server.early.join(self, len(self._early)):
             self._early = None
+            self.server.withdraw(self)
             self.transport.loseConnection()
 
     def begin_relay(self, session, partner):

@@ -181,6 +181,14 @@ class RelayServer:
                       event="paired", first=_peer(first), second=_peer(second),
                       uuid=untrusted(uuid), mode=mode)
 
+    def withdraw(self, side):
+        """Take a waiting ``side`` out of pairing at once (it is being closed): a partner
+        arriving before its connection is gone must not pair with it."""
+        self._held.pop(side, None)
+        if side.uuid is not None:
+            self.pending.withdraw(side.uuid, side)
+            side.uuid = None
+
     def lost(self, side, reason):
         self._handshaking.pop(side, None)
         self._held.pop(side, None)

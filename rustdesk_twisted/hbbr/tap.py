@@ -96,10 +96,11 @@ class Options(PluginOptions):
         ["announce-max-connections-per-ip", None, ANNOUNCE_CONNECTIONS_PER_IP,
          "connections one IP may hold open to --announce-endpoint", int],
         ["max-early-bytes", None, MAX_EARLY_BYTES,
-         "bytes one TCP relay connection may send before its partner arrives; then it is "
+         "bytes one relay connection (TCP or WebSocket) may send before its partner "
+         "arrives; then it is "
          "not read until it pairs", int],
         ["max-early-bytes-total", None, MAX_EARLY_BYTES_TOTAL,
-         "bytes all waiting TCP relay connections together may hold; beyond it none of them "
+         "bytes all waiting relay connections together may hold; beyond it none of them "
          "is read until pairs form", int],
         ["trusted-proxies", None, "127.0.0.0/8,::1",
          "comma-separated CIDRs whose X-Real-IP/X-Forwarded-For headers are believed"],

@@ -20,7 +20,7 @@ from itertools import islice
 from twisted.internet.defer import Deferred
 
 from ..logs import Logger
-from ..logtext import quoted
+from ..logtext import quoted, shown
 from ..textconsole import ConsoleFactory
 from ..wire.keys import fingerprint
 from .relays import parse_relay_list
@@ -282,7 +282,7 @@ class HbbsConsole:
         out = [f"{len(peers)}\n"]
         for peer in _page(peers.values(), start, count):
             seen = peer.last_seen
-            out.append(f"{peer.id} {'online' if peer.online(now) else 'offline'} "
+            out.append(f"{shown(peer.id)} {'online' if peer.online(now) else 'offline'} "
                        f"{'never' if seen is None else _secs(now, seen)} {peer.ip or '-'}\n")
         return "".join(out)
 

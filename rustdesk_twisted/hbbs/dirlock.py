@@ -37,8 +37,15 @@ class DataDirectoryLock:
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise ConfigError(f"another hbbs (pid {holder}) uses {self.directory}") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as e:
+            os.close(fd)
+            raise ConfigError(f"cannot lock the data directory {self.directory}: "
+                              f"{e.strerror}") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass  # the pid is only for the message; the lock is what matters
         self._fd = fd
 
     def release(self):

@@ -344,16 +344,16 @@ class PeerRegistry:
             del self.peers[peer.id]
         if state is None:
             peer.guid = b""
-            self.log.debug("peer {peer_id} forgotten: its registration could not be saved",
-                           peer_id=peer.id, event="peer_not_saved")
+            self.log.debug("{ip} peer {peer_id} forgotten: its registration could not be saved",
+                           ip=peer.ip, peer_id=untrusted(peer.id), event="peer_not_saved")
             return
         peer.id, peer.guid, peer.uuid, peer.pk, peer.ip = state
         if peer.id not in self.peers:
             self.peers[peer.id] = peer
         if peer.channel is not None:
             peer.channel.registered_id = peer.id
-        self.log.debug("peer {peer_id} back to its saved state: a change could not be saved",
-                       peer_id=peer.id, event="peer_not_saved")
+        self.log.debug("{ip} peer {peer_id} back to its saved state: a change could not be "
+                       "saved", ip=peer.ip, peer_id=untrusted(peer.id), event="peer_not_saved")
 
     def change_id(self, old_id, new_id, uuid, proof, challenge, address, now):
         """Change-ID (section 4.2 b1): rename ``old_id`` for the holder of its key.

@@ -326,7 +326,6 @@ class RendezvousServer:
         now = self.clock.seconds()
         problem = fields.problem(kind, getattr(message, kind))
         if problem is not None:
-            self._count("stream_oversized")
             self.limits.hit(now, "message-field-size", source_key(channel.key[0]), problem)
             return False
         if kind == "punch_hole_request":
@@ -552,7 +551,6 @@ class RendezvousServer:
         forwarded = RendezvousMessage()
         forwarded.request_relay.CopyFrom(request)
         if forwarded.ByteSize() > fields.MAX_FORWARDED:
-            self._count("relay_oversized")
             self.limits.hit(now, "message-field-size", source_key(channel.key[0]),
                             f"request_relay of {forwarded.ByteSize()} bytes to forward")
             return
@@ -649,7 +647,7 @@ class RendezvousServer:
             peer = self.registry.get(target)
             if response.WhichOneof("union") == "id" and response.id != target:
                 reason = "names another peer than the one asked"
-            elif peer is None or channel.key[0] != peer.ip:
+            elif peer is None or source_key(channel.key[0]) != source_key(peer.ip):
                 reason = f"comes from another address than {quoted(target)}'s"
             elif uuid is None:
                 uuid = response.uuid
@@ -657,7 +655,6 @@ class RendezvousServer:
         if reason is None and not self.announce_rates.allow(source_key(requester[0]), now):
             reason = f"requester {requester[0]} is over its relay uuid quota"
         if reason is not None:
-            self._count("relay_response_not_announced")
             self.limits.hit(now, "relay-response-not-announced", source_key(channel.key[0]),
                             reason)
             return None

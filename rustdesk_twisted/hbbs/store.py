@@ -425,8 +425,11 @@ class PeerStore:
         conn.execute("savepoint run")
         try:
             if ops[start][0] == "insert":
-                changed = sum(_insertMany(conn, ops[first:min(first + INSERTS_PER_STATEMENT, end)])
-                              for first in range(start, end, INSERTS_PER_STATEMENT))
+                # SQLite before 3.32 allows only 999 variables in a statement.
+                rows = min(INSERTS_PER_STATEMENT,
+                           conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5)
+                changed = sum(_insertMany(conn, ops[first:min(first + rows, end)])
+                              for first in range(start, end, rows))
             else:
                 changed = conn.executemany(ops[start][1],
                                            [op[2] for op in ops[start:end]]).rowcount

@@ -16,7 +16,6 @@ from twisted.application import internet, service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.python import usage
 
 from .. import __version__, adminweb, logs
 from ..admission import ConnectionLimits, DescriptorBudget
