@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import socket
 import shutil
 import sqlite3
 import subprocess
@@ -208,6 +209,16 @@ class CommandLineTests(SynchronousTestCase):
         self.assertIn("Key: ", after.stdout)
         listed = self.run_admin("peers", "list", "--json", "--data-dir", self.dir)
         self.assertEqual([peer["id"] for peer in json.loads(listed.stdout)], ["123456789"])
+
+    def test_console_socket_left_by_a_stopped_server(self):
+        """A socket file nobody listens on: the file is read instead, no traceback."""
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(os.path.join(self.dir, "hbbs-console.sock"))
+        stale.close()
+        listed = self.run_admin("--data-dir", self.dir, "peers", "list")
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertIn("123456789", listed.stdout)
+        self.assertNotIn("Traceback", listed.stderr)
 
     def test_unknown_id_exits_1(self):
         for action in ("show", "release"):

@@ -271,6 +271,8 @@ class AddressTests(Scenario):
         self.assertEqual(split_host_port("relay.example.com", 21117), ("relay.example.com", 21117))
         self.assertEqual(split_host_port("10.0.0.1:3000", 21117), ("10.0.0.1", 3000))
         self.assertEqual(split_host_port("[2001:db8::1]:5", 21117), ("2001:db8::1", 5))
+        for text in ("127.0.0.1:99999", "127.0.0.1:0", "[::1]:65536", "host:x"):
+            self.assertRaises(ValueError, split_host_port, text, 21117)
         self.assertEqual(split_host_port("[2001:db8::1]", 21117), ("2001:db8::1", 21117))
         self.assertEqual(split_host_port("2001:db8::1", 21117), ("2001:db8::1", 21117))
         self.assertRaises(ValueError, split_host_port, "host:port", 1)

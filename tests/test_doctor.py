@@ -164,3 +164,7 @@ class DoctorTests(unittest.TestCase):
         status = yield doctor.run(reactor, ["127.0.0.1:notaport"], out)
         self.assertEqual(status, 2)
         self.assertIn("bad port", out.getvalue())
+        out = io.StringIO()
+        status = yield doctor.run(reactor, ["127.0.0.1:99999"], out)  # was a traceback
+        self.assertEqual((status, out.getvalue()),
+                         (2, "rustdesk-doctor: bad port in '127.0.0.1:99999'\n"))

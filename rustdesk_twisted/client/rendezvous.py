@@ -65,7 +65,7 @@ def split_host_port(text, default_port):
         host, _, port = text.partition(":")
     else:
         host, port = text, ""
-    if port and not port.isdigit():
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(f"bad port in {text!r}")
     return host, int(port) if port else default_port
 
