@@ -15,77 +15,64 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from . import logs
+from .admission import DescriptorBudget
 from .config import ConfigError
+from .hbbr import tap as hbbr_tap
+from .hbbr.announce import AllowedUuids
+from .hbbs import tap as hbbs_tap
 from .listeners import unix_socket_in
 from .logs import Logger
 from .pluginoptions import PluginOptions
 from .startup import exit_on_startup_error
-from .hbbr import tap as hbbr_tap
-from .admission import DescriptorBudget
-from .hbbr.announce import AllowedUuids
-from .hbbr.early import MAX_EARLY_BYTES, MAX_EARLY_BYTES_TOTAL
-from .hbbr.server import MAX_CONNECTIONS_PER_IP
-from .hbbs import tap as hbbs_tap
 from .wire import keys
-from .wire.websocket import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS_PER_PROXY,
-    DEFAULT_MAX_REQUEST_HEAD,
-)
 
 
 HBBS_SHARE = 4
-RELAY_PASSED_ON = ("max-connections-per-ip", "max-connections", "max-early-bytes",
-                   "max-early-bytes-total")
+# hbbr options the combined server sets itself from hbbs's configuration, so that both agree
+# on place, key and the WebSocket limits; --relay-port and --relay-console choose the rest.
+RELAY_DERIVED = {"port", "bind", "key", "data-dir", "directory", "console", "trusted-proxies",
+                 "max-connections-per-proxy", "handshake-timeout", "max-request-head",
+                 "log-format", "log-level"}
+# hbbr options whose plain "relay-" names would read badly.
+RELAY_RENAMED = {"relay": "relay-listen", "websocket": "relay-websocket"}
+
+
+def _relay_name(name):
+    return RELAY_RENAMED.get(name, "relay-" + name)
+
+
+def _relay_parameters():
+    """Every hbbr option the combined server passes on, as ``--relay-NAME``."""
+    return [[_relay_name(long), None, None, f"hbbr's --{long}: {help_}"]
+            for long, _, _, help_, *_ in hbbr_tap.Options.optParameters
+            if long not in RELAY_DERIVED]
 
 
 class Options(PluginOptions):
+    """Every hbbs option under its own name (official flags included), every hbbr option as
+    ``--relay-NAME``, and the combined server's own."""
+
     synopsis = "[options]"
     longdesc = ("RustDesk ID/rendezvous server (hbbs) and relay (hbbr) in one process, sharing "
                 "the data directory and its key. hbbs listens on PORT-1, PORT (TCP+UDP) and "
-                "PORT+2 (WebSocket); hbbr on the relay port and relay port+2. Settings not "
-                "given here come from the environment and DATA_DIR/.env as for the separate "
-                "servers.")
-    optParameters = [
-        ["port", "p", None, "hbbs main port (default 21116, or PORT from the environment/.env)"],
-        ["bind", "b", None, "IP address every listener of both servers binds to (default: all)"],
-        ["key", "k", None, "key of both servers: unset or '-' use id_ed25519 (generated on first "
-                           "start) and require it, '' require nothing, or a base64 secret key "
-                           "or licence string"],
-        ["relay-servers", "r", None, "comma-separated relay addresses given to clients (default: "
-                                     "none, so clients use this host's PORT+1; set it when "
-                                     "--relay-port is not PORT+1)"],
+                "PORT+2 (WebSocket); hbbr on the relay port and relay port+2. Every hbbs option "
+                "works as for rustdesk-hbbs; hbbr's are --relay-NAME. Settings not given here "
+                "come from the environment and DATA_DIR/.env as for the separate servers.")
+    optParameters = [[long, short, None, help_] for long, short, _, help_ in hbbs_tap.OPTIONS]
+    optParameters += [
         ["relay-port", None, None, "hbbr port (default PORT+1); its WebSocket port is +2"],
-        ["data-dir", None, None, "directory of id_ed25519, db_v2.sqlite3 and .env (default: .)"],
-        ["console", None, None, "endpoint of the hbbs console (default "
-                                "unix:DATA_DIR/hbbs-console.sock)"],
         ["relay-console", None, None, "endpoint of the hbbr console, or 'off' (default "
                                       "unix:DATA_DIR/hbbr-console.sock)"],
-        ["relay-max-connections-per-ip", None, None, "hbbr's --max-connections-per-ip "
-                                                     f"(default {MAX_CONNECTIONS_PER_IP})"],
-        ["relay-max-connections", None, None, "hbbr's --max-connections (default: what the "
-                                              "descriptors left to hbbr allow)"],
-        ["relay-max-early-bytes", None, None, "hbbr's --max-early-bytes (default "
-                                              f"{MAX_EARLY_BYTES})"],
-        ["relay-max-early-bytes-total", None, None, "hbbr's --max-early-bytes-total "
-                                                    f"(default {MAX_EARLY_BYTES_TOTAL})"],
         ["hbbs-descriptors", None, None, "descriptors kept for hbbs's connections however "
                                          "busy the relay is (default a quarter of the "
                                          "descriptor budget)", int],
-        ["max-connections-per-proxy", None, None, "WebSocket connections of both servers from "
-                                                  "one trusted proxy (default "
-                                                  f"{DEFAULT_MAX_CONNECTIONS_PER_PROXY})"],
-        ["handshake-timeout", None, None, "seconds from accept within which a WebSocket "
-                                          "connection must complete its upgrade (default "
-                                          f"{DEFAULT_HANDSHAKE_TIMEOUT})"],
-        ["max-request-head", None, None, "bytes a WebSocket connection may send before its "
-                                         "upgrade (default "
-                                         f"{DEFAULT_MAX_REQUEST_HEAD})"],
     ]
+    optParameters += _relay_parameters()
     optFlags = [
         ["announced-only", None, "hbbr pairs only relay uuids this hbbs brokered in the last "
                                  "minute, each once, so a leaked key does not open the relay"],
-    ]
+    ] + [[_relay_name(long), None, f"hbbr's --{long}: {help_}"]
+         for long, _, help_ in hbbr_tap.Options.optFlags]
 
     def postOptions(self):
         if self["hbbs-descriptors"] is not None and self["hbbs-descriptors"] < 0:
@@ -100,10 +87,9 @@ class Options(PluginOptions):
 def hbbs_options(options):
     parsed = hbbs_tap.Options()
     argv = []
-    for name in ("port", "bind", "key", "relay-servers", "data-dir", "console",
-                 "max-connections-per-proxy", "handshake-timeout", "max-request-head"):
-        if options[name] is not None:
-            argv += [f"--{name}", options[name]]
+    for long, _, _, _ in hbbs_tap.OPTIONS:
+        if options[long] is not None:
+            argv += [f"--{long}", options[long]]
     parsed.parseOptions(argv)
     return parsed
 
@@ -117,12 +103,17 @@ def hbbr_options(options, config):
             options["relay-console"] or unix_socket_in(config.data_dir, "hbbr-console.sock")]
     if config.bind:
         argv += ["--bind", config.bind]
-    for name in RELAY_PASSED_ON:
-        if options["relay-" + name] is not None:
-            argv += ["--" + name, options["relay-" + name]]
-    argv += ["--max-connections-per-proxy", str(config.max_per_proxy),
+    for long, *_ in hbbr_tap.Options.optParameters:
+        if long not in RELAY_DERIVED and options[_relay_name(long)] is not None:
+            argv += ["--" + long, str(options[_relay_name(long)])]
+    for long, *_ in hbbr_tap.Options.optFlags:
+        if options[_relay_name(long)]:
+            argv.append("--" + long)
+    argv += ["--trusted-proxies", ",".join(str(n) for n in config.trusted.networks),
+             "--max-connections-per-proxy", str(config.max_per_proxy),
              "--handshake-timeout", str(config.handshake_timeout),
-             "--max-request-head", str(config.max_request_head)]
+             "--max-request-head", str(config.max_request_head),
+             "--log-format", config.log_format, "--log-level", config.log_level]
     parsed = hbbr_tap.Options()
     parsed.parseOptions(argv)
     return parsed
@@ -160,6 +151,10 @@ class CombinedService(MultiService):
         self.rlimits = rlimits
         hbbs.setServiceParent(self)
         hbbr.setServiceParent(self)
+
+    def setServiceParent(self, parent):
+        logs.use_format(parent, self.hbbs.config.log_format)
+        super().setServiceParent(parent)
 
     def startService(self):
         share = self.hbbs.descriptors

@@ -176,3 +176,35 @@ class CombinedServiceTests(TestCase):
         b_pump.flush()
         self.assertEqual(bytes(b.received), b"hello B")
         self.assertIsNone(a.lost)
+
+
+class EveryOptionTests(TestCase):
+    """rustdesk-server takes every hbbs option as hbbs does, official flags included, and
+    every hbbr option as --relay-NAME (issue 10 item 8)."""
+
+    def test_help_lists_every_option_of_both_servers(self):
+        from rustdesk_twisted.hbbr import tap as hbbr_tap
+        from rustdesk_twisted.hbbs import tap as hbbs_tap
+        names = {parameter[0] for parameter in Options.optParameters + Options.optFlags}
+        self.assertLessEqual({long for long, *_ in hbbs_tap.OPTIONS}, names)
+        derived = {"port", "bind", "key", "data-dir", "directory", "console", "trusted-proxies",
+                   "max-connections-per-proxy", "handshake-timeout", "max-request-head",
+                   "log-format", "log-level"}
+        relay = {long for long, *_ in hbbr_tap.Options.optParameters + hbbr_tap.Options.optFlags}
+        for long in relay - derived:
+            self.assertTrue({"relay-" + long, "relay-listen"} & names, long)
+
+    def test_official_hbbs_flags_reach_hbbs_and_relay_flags_reach_hbbr(self):
+        directory = os.path.abspath(self.mktemp())
+        given = options("--data-dir", directory, "-p", str(PORT), "--mask", "10.0.0.0/8",
+                        "-M", "0", "-s", "3", "-R", "rs.example.com", "--log-format", "json",
+                        "--admin", "off", "--relay-no-throttle", "--relay-admin", "off",
+                        "--relay-max-connections-per-ip", "7")
+        service = makeService(given, reactor=MemoryReactorClock())
+        config = service.hbbs.config
+        self.assertEqual((config.mask, config.rmem, config.serial, config.rendezvous_servers,
+                          config.log_format, config.admin_endpoint),
+                         ("10.0.0.0/8", 0, 3, ["rs.example.com"], "json", "off"))
+        relay = service.hbbr.options
+        self.assertEqual((relay["no-throttle"], relay["admin"], relay["max-connections-per-ip"],
+                          relay["log-format"]), (True, "off", 7, "json"))
