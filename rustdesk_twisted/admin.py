@@ -386,8 +386,13 @@ def live_peer_list(reactor, console_path):
 # Health check
 
 
-def health_url(settings, relay=False, ready=False):
-    """Where this machine's hbbs (or hbbr) admin listener answers, from the shared settings."""
+def health_url(settings, relay=False, ready=False, data_dir=None):
+    """Where this machine's hbbs (or hbbr) admin listener answers: the URL the server
+    recorded in the data directory when it bound it, else from the shared settings."""
+    path = "readyz" if ready else "healthz"
+    recorded = adminweb.recorded_url(data_dir, "hbbr" if relay else "hbbs") if data_dir else None
+    if recorded is not None:
+        return f"{recorded}/{path}"
     if relay:
         port = relay_ports(None, settings)[0]
         description = adminweb.default_endpoint(port)
@@ -402,7 +407,6 @@ def health_url(settings, relay=False, ready=False):
         name, _, value = part.partition("=")
         if name == "interface" and value not in ("", "0.0.0.0", "::"):
             host = value
-    path = "readyz" if ready else "healthz"
     return f"http://{host}:{parts[1]}/{path}"
 
 
@@ -519,7 +523,7 @@ def run(reactor, args, environ, out):
         out.write(f"restored {manifest.get('peers', '?')} peers, key "
                   f"{manifest.get('key_fingerprint')} into {os.path.abspath(ctx.data_dir)}\n")
     elif command == "healthcheck":
-        url = args.url or health_url(ctx.settings, args.relay, args.ready)
+        url = args.url or health_url(ctx.settings, args.relay, args.ready, ctx.data_dir)
         out.write((yield healthcheck(reactor, url, args.timeout)))
 
 

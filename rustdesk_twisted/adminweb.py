@@ -11,12 +11,15 @@ loopback or a Unix socket.
 import hmac
 import ipaddress
 import json
+import os
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from zope.interface import implementer
 
 from . import __version__
 from .config import ConfigError
@@ -26,6 +29,53 @@ from .wire import keys
 
 READY_TIMEOUT = 5.0
 ADMIN_OFFSET = 4
+
+
+def address_file(directory, server):
+    """``DATA_DIR/hbbs-admin.url`` (or hbbr's): where the admin listener really answers."""
+    return os.path.join(directory, f"{server}-admin.url")
+
+
+@implementer(IStreamServerEndpoint)
+class RecordedEndpoint:
+    """An endpoint that writes, once bound, the URL of its admin listener to ``path``.
+
+    ``rustdesk-admin healthcheck`` reads it, so it probes the port the server was really
+    started with (``-p``, ``--admin``, port 0), not one guessed from settings.  A listener
+    that is no TCP (a Unix socket) writes nothing.
+    """
+
+    def __init__(self, endpoint, path, tls=False):
+        self.endpoint = endpoint
+        self.path = path
+        self.scheme = "https" if tls else "http"
+
+    def listen(self, factory):
+        return self.endpoint.listen(factory).addCallback(self._record)
+
+    def _record(self, port):
+        address = port.getHost()
+        host = getattr(address, "host", None)
+        if host is not None:
+            if host in ("0.0.0.0", "::", ""):
+                host = "127.0.0.1"
+            shown = f"[{host}]" if ":" in host else host
+            with open(self.path, "w", encoding="ascii", opener=_private) as f:
+                f.write(f"{self.scheme}://{shown}:{address.port}\n")
+        return port
+
+
+def _private(path, flags):
+    return os.open(path, flags, 0o600)
+
+
+def recorded_url(directory, server):
+    """The URL a running ``server`` ("hbbs" or "hbbr") recorded in ``directory``, or None."""
+    try:
+        with open(address_file(directory, server), encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def default_endpoint(port):

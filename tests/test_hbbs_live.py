@@ -3,11 +3,13 @@
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 from twisted.web.websocket import WebSocketClientEndpoint
 
@@ -24,6 +26,7 @@ from rustdesk_twisted.wire.rendezvous_pb2 import (
 )
 
 from .livesupport import (
+    REPOSITORY,
     DatagramClient,
     FramedClient,
     free_port_block,
@@ -113,6 +116,17 @@ class LiveHbbsTests(unittest.TestCase):
         for port in (self.port - 1, self.port, self.port + 2):
             self.assertIn(f"tcp:{port}:", output)
         self.assertIn("relay.example.com", output)
+
+    @inlineCallbacks
+    def test_healthcheck_finds_the_port_hbbs_was_started_with(self):
+        """-p moved the admin listener to PORT+4; rustdesk-admin reads where it really is."""
+        with open(os.path.join(self.directory, "hbbs-admin.url")) as f:
+            self.assertEqual(f.read(), f"http://127.0.0.1:{self.port + 4}\n")
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ["-m", "rustdesk_twisted.admin", "--data-dir", self.directory,
+                             "healthcheck"], env=dict(os.environ, PYTHONPATH=REPOSITORY))
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"http://127.0.0.1:{self.port + 4}/healthz", out.decode())
 
     @inlineCallbacks
     def _register(self):

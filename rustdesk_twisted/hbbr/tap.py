@@ -315,6 +315,10 @@ class HbbrService(MultiService):
                               AdmittedFactory(announce, self.announce_limits)))
         for name, description, factory in listeners:
             endpoint = server_endpoint(self.reactor, description)
+            if name == "admin":
+                endpoint = adminweb.RecordedEndpoint(
+                    endpoint, adminweb.address_file(directory, "hbbr"),
+                    tls=description.startswith("ssl:"))
             child = StreamServerEndpointService(endpoint, factory)
             child._raiseSynchronously = True
             child.setName(name)

@@ -414,6 +414,10 @@ class HbbsService(service.MultiService):
                 endpoint = server_endpoint(reactor, description)
             except ValueError as e:
                 raise ConfigError(f"invalid endpoint {description!r}: {e}") from None
+            if description == config.admin_endpoint:
+                endpoint = adminweb.RecordedEndpoint(
+                    endpoint, adminweb.address_file(config.data_dir, "hbbs"),
+                    tls=description.startswith("ssl:"))
             listener = StreamServerEndpointService(endpoint, factory)
             listener._raiseSynchronously = True
             listener.setServiceParent(self)
