@@ -62,6 +62,7 @@ def configure(parser, args):
     if not harness.is_local(args.bind_host):
         parser.error(f"--bind-host {args.bind_host} is not an address of this machine")
     settings.bind_host = args.bind_host
+    settings.licence = args.licence
     if args.server_pid:
         try:
             pids = [int(pid) for pid in args.server_pid.split(",")]
@@ -89,7 +90,8 @@ def main(argv=None):
                                         "(default 100000,1000000)")
     parser.add_argument("--hbbs", metavar="HOST:PORT", help="measure this rendezvous server "
                         "(UDP and TCP PORT) instead of starting ours")
-    parser.add_argument("--licence", default="", help="licence key the --hbbs server requires")
+    parser.add_argument("--licence", default="", help="licence key the --hbbs server (and the "
+                        "--hbbr relay) requires")
     parser.add_argument("--hbbr", metavar="HOST:PORT", help="measure this relay (WebSocket on "
                         "PORT+2) instead of starting ours")
     parser.add_argument("--server-pid", metavar="PID[,PID]",

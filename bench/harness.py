@@ -34,10 +34,12 @@ class Settings:
     for a server on another machine).  ``hbbs_pid`` / ``hbbr_pid``: the process of a server
     given with --hbbs / --hbbr, for its CPU and memory.  ``fresh_source``: the first
     address of ``udpload new``'s pool no step has used yet, so that a server given with
-    --hbbs never sees an address twice in a run.
+    --hbbs never sees an address twice in a run.  ``licence``: the key the --hbbs server
+    requires, which a relay given with --hbbr (the same deployment) requires too.
     """
 
     def __init__(self):
+        self.licence = ""
         self.bind_host = "127.0.0.1"
         self.sources = None
         self.hbbs_pid = None

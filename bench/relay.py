@@ -55,7 +55,7 @@ def run_case(loadgen, mode, streams, seconds, server=None, target=None):
     if mode in ("direct", "splice"):
         command = [loadgen, mode, str(streams), str(seconds)]
     else:
-        command = [loadgen, mode, target, str(streams), str(seconds)]
+        command = [loadgen, mode, target, str(streams), str(seconds), harness.settings.licence]
     meter = CpuMeter(server.pid) if server else None
     if meter:
         meter.__enter__()
@@ -73,7 +73,8 @@ def pairing(loadgen, target, seconds, server):
     meter = CpuMeter(server.pid) if server else None
     if meter:
         meter.__enter__()
-    result = harness.run_helper([loadgen, "pair", target, str(seconds), "4"],
+    result = harness.run_helper([loadgen, "pair", target, str(seconds), "4",
+                                 harness.settings.licence],
                                 timeout=seconds + 60)[0]
     if meter:
         meter.__exit__()
@@ -91,7 +92,8 @@ def idle_sessions(loadgen, target, sessions, server):
         for start in range(0, sessions, per_process):
             count = min(per_process, sessions - start)
             processes.append(subprocess.Popen(
-                [loadgen, "idle", target, str(count)], stdin=subprocess.PIPE,
+                [loadgen, "idle", target, str(count), harness.settings.licence],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, text=True, preexec_fn=harness.raise_fd_limit,
                 env=harness.loadgen_env()))
         opened = 0

@@ -136,11 +136,11 @@ static size_t put_field(unsigned char *out, unsigned tag, const char *text) {
     return at + length;
 }
 
-/* The BytesCodec frame of RendezvousMessage{request_relay(18){uuid(2), licence_key(9)}}. */
+/* The BytesCodec frame of RendezvousMessage{request_relay(18){uuid(2), licence_key(6)}}. */
 static void request_relay(int fd, const char *uuid, const char *licence) {
     unsigned char inner[512], payload[600], frame[604];
     size_t inner_length = put_field(inner, 0x12, uuid);
-    if (*licence) inner_length += put_field(inner + inner_length, 0x4a, licence);
+    if (*licence) inner_length += put_field(inner + inner_length, 0x32, licence);
     size_t at = 0;
     payload[at++] = 0x92;
     payload[at++] = 0x01;

@@ -62,7 +62,7 @@ class LimitedServerTests(SynchronousTestCase):
             raise SkipTest("no C compiler")
         hbbs, hbbs_target, licence = harness.start_hbbs()
         self.addCleanup(hbbs.stop)
-        hbbr, hbbr_target = harness.start_hbbr()
+        hbbr, hbbr_target = harness.start_hbbr("-k", licence)  # it requires the key too
         self.addCleanup(hbbr.stop)
         result, notes = quick_bench("--hbbs", hbbs_target, "--licence", licence,
                                     "--hbbr", hbbr_target,
