@@ -11,6 +11,7 @@ import socket
 
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from .config import ConfigError
 from .logs import Logger
 from .logtext import LimitLog
 from .wire.addr_mangle import try_into_v4
@@ -93,6 +94,8 @@ class ConnectionLimits:
 
 
 DESCRIPTOR_RESERVE = 256
+# Fewer connections than this is no server: refuse to start with a sentence instead.
+MIN_CONNECTIONS = 16
 
 
 def raise_descriptor_limit(rlimits=resource):
@@ -134,6 +137,11 @@ class DescriptorBudget:
         if self.limit is None:
             self.limit_before, self.limit = raise_descriptor_limit(rlimits)
             self.total = max(self.limit - self.reserve, 0)
+            if self.total < MIN_CONNECTIONS:
+                raise ConfigError(
+                    f"the descriptor limit is {self.limit} (ulimit -n), which leaves "
+                    f"{self.total} for connections after {self.reserve} kept for files; "
+                    f"raise it to at least {self.reserve + MIN_CONNECTIONS}")
 
     def share(self, name, guaranteed=0):
         share = BudgetShare(self, name, guaranteed)

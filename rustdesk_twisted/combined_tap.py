@@ -157,11 +157,18 @@ class CombinedService(MultiService):
         super().setServiceParent(parent)
 
     def startService(self):
+        exit_on_startup_error("rustdesk-server", self._start)
+
+    def _start(self):
         share = self.hbbs.descriptors
         share.budget.open(self.rlimits)
+        total = share.budget.total
+        if self.hbbs_descriptors is not None and self.hbbs_descriptors >= total:
+            raise ConfigError(f"--hbbs-descriptors {self.hbbs_descriptors} leaves the relay "
+                              f"nothing of the {total} descriptors for connections")
         share.guaranteed = (self.hbbs_descriptors if self.hbbs_descriptors is not None
-                            else share.budget.total // HBBS_SHARE)
-        exit_on_startup_error("rustdesk-server", super().startService)
+                            else total // HBBS_SHARE)
+        super().startService()
         server, allowed = self.hbbs.server, self.hbbr.allowed
         if allowed is not None:
             server.relay_announcer = LocalAnnouncer(allowed, self.reactor,

@@ -16,6 +16,7 @@ from rustdesk_twisted.admission import (
     DescriptorBudget,
     raise_descriptor_limit,
 )
+from rustdesk_twisted.config import ConfigError
 
 from .test_hbbr_support import Harness
 
@@ -51,6 +52,12 @@ class DescriptorLimitTests(SynchronousTestCase):
             before = limits.limits
             self.assertEqual(raise_descriptor_limit(limits), (before[0], before[0]))
             self.assertEqual(limits.limits, before)
+
+    def test_a_limit_that_leaves_almost_nothing_is_refused_with_a_sentence(self):
+        error = self.assertRaises(ConfigError, DescriptorBudget().open, FakeLimits(260, 260))
+        self.assertEqual(str(error), "the descriptor limit is 260 (ulimit -n), which leaves 4 "
+                                     "for connections after 256 kept for files; raise it to at "
+                                     "least 272")
 
     def test_budget_is_limit_minus_reserve_and_banner_says_so(self):
         budget = DescriptorBudget()

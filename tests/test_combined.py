@@ -125,6 +125,14 @@ class CombinedServiceTests(TestCase):
                          ("", ""))
         self.assertIsNotNone(service.hbbs.server.server_key.signing)
 
+    def test_hbbs_descriptors_above_the_budget_is_one_sentence(self):
+        service = makeService(options("--data-dir", self.directory, "-p", str(PORT),
+                                      "--hbbs-descriptors", "5000"), reactor=self.reactor)
+        service.rlimits = FakeLimits(1256, 1256)
+        error = self.assertRaises(SystemExit, service.startService)
+        self.assertEqual(str(error), "rustdesk-server: --hbbs-descriptors 5000 leaves the relay "
+                                     "nothing of the 1000 descriptors for connections")
+
     def test_relay_port_and_bad_values(self):
         self.start("--relay-port", "31000", "--relay-console", "off")
         ports = self.ports()
