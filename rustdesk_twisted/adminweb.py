@@ -45,10 +45,10 @@ class RecordedEndpoint:
     that is no TCP (a Unix socket) writes nothing.
     """
 
-    def __init__(self, endpoint, path, tls=False):
+    def __init__(self, endpoint, description, directory, server):
         self.endpoint = endpoint
-        self.path = path
-        self.scheme = "https" if tls else "http"
+        self.path = address_file(directory, server)
+        self.scheme = "https" if description.startswith("ssl:") else "http"
 
     def listen(self, factory):
         return self.endpoint.listen(factory).addCallback(self._record)

@@ -10,7 +10,7 @@ from twisted.python import usage
 from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 
-from rustdesk_twisted.combined_tap import Options, makeService
+from rustdesk_twisted.combined_tap import RELAY_DERIVED, Options, makeService
 from rustdesk_twisted.hbbr.server import ANNOUNCE_GRACE
 from rustdesk_twisted.wire import keys, messages
 from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPeer, RegisterPk
@@ -195,11 +195,8 @@ class EveryOptionTests(TestCase):
         from rustdesk_twisted.hbbs import tap as hbbs_tap
         names = {parameter[0] for parameter in Options.optParameters + Options.optFlags}
         self.assertLessEqual({long for long, *_ in hbbs_tap.OPTIONS}, names)
-        derived = {"port", "bind", "key", "data-dir", "directory", "console", "trusted-proxies",
-                   "max-connections-per-proxy", "handshake-timeout", "max-request-head",
-                   "log-format", "log-level"}
         relay = {long for long, *_ in hbbr_tap.Options.optParameters + hbbr_tap.Options.optFlags}
-        for long in relay - derived:
+        for long in relay - RELAY_DERIVED:
             self.assertTrue({"relay-" + long, "relay-listen"} & names, long)
 
     def test_official_hbbs_flags_reach_hbbs_and_relay_flags_reach_hbbr(self):

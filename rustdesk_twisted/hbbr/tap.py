@@ -316,9 +316,7 @@ class HbbrService(MultiService):
         for name, description, factory in listeners:
             endpoint = server_endpoint(self.reactor, description)
             if name == "admin":
-                endpoint = adminweb.RecordedEndpoint(
-                    endpoint, adminweb.address_file(directory, "hbbr"),
-                    tls=description.startswith("ssl:"))
+                endpoint = adminweb.RecordedEndpoint(endpoint, description, directory, "hbbr")
             child = StreamServerEndpointService(endpoint, factory)
             child._raiseSynchronously = True
             child.setName(name)

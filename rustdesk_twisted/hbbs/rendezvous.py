@@ -24,6 +24,7 @@ from ..wire.rendezvous_pb2 import (
     PunchHole,
     PunchHoleResponse,
     RegisterPeerResponse,
+    RegisterPkResponse,
     RelayResponse,
     RendezvousMessage,
     SoftwareUpdate,
@@ -54,7 +55,7 @@ _REQUEST_PK = {
 }
 _REGISTER_PK_ANSWERS = {
     result: messages.register_pk_response(result).SerializeToString()
-    for result in (Result.OK, Result.UUID_MISMATCH, Result.TOO_FREQUENT, Result.SERVER_ERROR)
+    for result in RegisterPkResponse.Result.values()
 }
 _VERSION_IN_URL = re.compile(r"(\d+(?:\.\d+)+)")
 
@@ -253,10 +254,7 @@ class RendezvousServer:
             self._count("register_pk_refused_unsaved")
         send = self.send_reply if self.send_reply is not None else self.send_datagram
         if send is not None:
-            payload = _REGISTER_PK_ANSWERS.get(result)
-            if payload is None:
-                payload = messages.register_pk_response(result).SerializeToString()
-            send(payload, address)
+            send(_REGISTER_PK_ANSWERS[result], address)
 
     def _register_peer(self, peer_id, serial, address):
         if not peer_id:

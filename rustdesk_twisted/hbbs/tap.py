@@ -415,9 +415,8 @@ class HbbsService(service.MultiService):
             except ValueError as e:
                 raise ConfigError(f"invalid endpoint {description!r}: {e}") from None
             if description == config.admin_endpoint:
-                endpoint = adminweb.RecordedEndpoint(
-                    endpoint, adminweb.address_file(config.data_dir, "hbbs"),
-                    tls=description.startswith("ssl:"))
+                endpoint = adminweb.RecordedEndpoint(endpoint, description, config.data_dir,
+                                                     "hbbs")
             listener = StreamServerEndpointService(endpoint, factory)
             listener._raiseSynchronously = True
             listener.setServiceParent(self)
