@@ -2,7 +2,8 @@
 
 A *channel* is what the rendezvous controller talks to: ``send(message)``,
 ``close()``, ``address`` (as the peer is seen), ``key`` (its
-``try_into_v4`` form, the waiting-table key), ``is_websocket``.  The TCP
+``try_into_v4`` form, the waiting-table key), ``is_websocket``, ``secured``
+(secure_tcp done, so a proxied API request may be served on it).  The TCP
 protocol adds secure_tcp (PROTOCOL.md section 5) on 21116 when the server
 has a signing key; the WebSocket protocol in ``websocket.py`` reuses
 :class:`ChannelSession` for everything above the framing.
@@ -41,6 +42,8 @@ class ChannelSession:
         self.parked_key = None
         self.registered_id = None
         self.change_id_challenge = None  # the nonce a change-ID proof must sign (rendezvous.py)
+        self.secured = False  # secure_tcp done: the API may be proxied over it (apiproxy.py)
+        self.api_request = None
         self._write_message = write_message
         self._write_heartbeat = write_heartbeat
         self._lose_connection = lose_connection
@@ -180,6 +183,12 @@ class RendezvousTCP(Protocol):
             self.log.warn("closing {address}: secure_tcp failed: {error}",
                           address=self.session.address, error=e, event="handshake_failed")
             self.session.close()
+        else:
+            self.session.secured = True
+            proxy = self.factory.server.api_proxy
+            if proxy.url is not None:
+                # A proxied API request is one frame: room for the largest body allowed.
+                self.decoder.max_frame = max(self.decoder.max_frame, proxy.frame_limit)
         self.handshake = None
         return True
 
