@@ -107,12 +107,14 @@ def forwarded_headers(entries, client_ip):
 
 
 def returned_headers(headers):
-    """The API's response headers minus hop-by-hop ones, as HeaderEntry messages."""
-    pairs = [(name.decode("latin-1"), value.decode("latin-1"))
-             for name, values in headers.getAllRawHeaders() for value in values]
-    tokens = _connection_tokens(pairs)
-    return [HeaderEntry(name=name, value=value) for name, value in pairs
-            if not _hop_by_hop(name.lower(), tokens)]
+    """The API's response headers minus hop-by-hop ones, as HeaderEntry messages.
+
+    The agent has already taken Connection and the other connection-control
+    headers out of ``headers``.
+    """
+    return [HeaderEntry(name=name.decode("latin-1"), value=value.decode("latin-1"))
+            for name, values in headers.getAllRawHeaders() for value in values
+            if not _hop_by_hop(name.decode("latin-1").lower(), ())]
 
 
 @implementer(IBodyProducer)
@@ -268,11 +270,11 @@ class ApiProxy:
         d = self.agent.request(method.encode("ascii"), (self.url + request.path).encode("ascii"),
                                forwarded_headers(request.headers, channel.key[0]), producer)
         d.addCallback(self._read_body)
-        d.addTimeout(self.timeout, self.clock)
+        timer = self.clock.callLater(self.timeout, d.cancel)
         channel.api_request = d
         d.addCallbacks(self._answered, self._failed, callbackArgs=(channel, request),
-                       errbackArgs=(channel, request, source))
-        d.addBoth(self._release, channel, source)
+                       errbackArgs=(channel, request, source, timer))
+        d.addBoth(self._release, channel, source, timer)
 
     def _read_body(self, response):
         collector = _BodyCollector(response.length, self.max_response)
@@ -288,9 +290,11 @@ class ApiProxy:
         self._answer(channel, HttpProxyResponse(status=response.code, body=body,
                                                 headers=returned_headers(response.headers)))
 
-    def _failed(self, failure, channel, request, source):
-        if failure.check(defer.CancelledError):
-            self._count("abandoned")  # the client closed its connection first
+    def _failed(self, failure, channel, request, source, timer):
+        """The API gave no usable answer; a cancelled request fails in the agent's own words,
+        so why it was cancelled is read from the connection and the timer."""
+        if channel.closed:
+            self._count("abandoned")  # the client left first
             return
         now = self.clock.seconds()
         detail = f"{request.method} {quoted(request.path)}"
@@ -299,7 +303,7 @@ class ApiProxy:
             self.limits.hit(now, "api-proxy-response-body", source,
                             f"{detail} (at most {self.max_response} bytes)")
             error = f"the API response is larger than {self.max_response} bytes"
-        elif failure.check(defer.TimeoutError):
+        elif timer.called:
             self._count("timeout")
             self.failures.hit(now, "timeout", source, f"{detail} after {self.timeout:g} s")
             error = f"the API server did not answer within {self.timeout:g} s"
@@ -309,7 +313,9 @@ class ApiProxy:
             error = "the API server could not be reached"
         self._answer(channel, HttpProxyResponse(error=error))
 
-    def _release(self, _, channel, source):
+    def _release(self, _, channel, source, timer):
+        if timer.active():
+            timer.cancel()
         channel.api_request = None
         left = self.in_flight[source] - 1
         if left:

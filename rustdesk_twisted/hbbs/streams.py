@@ -139,6 +139,10 @@ class RendezvousTCP(Protocol):
         if self.handshake is not None:
             offer = messages.wrap("key_exchange", KeyExchange(keys=self.handshake.offer()))
             self.transport.write(encode_frame(offer.SerializeToString()))
+            # The client sends its request right behind its KeyExchange, often in one
+            # segment: the frame limit of a secured connection applies from the start
+            # and is lowered if the connection stays in plaintext.
+            self.decoder.max_frame = self.factory.secured_max_frame()
 
     def _write_message(self, payload):
         if self.stream is not None:
@@ -176,6 +180,7 @@ class RendezvousTCP(Protocol):
         self.first = False
         message = messages.parse(payload) if payload else None
         if message is None or message.WhichOneof("union") != "key_exchange":
+            self.decoder.max_frame = self.factory.max_frame
             return False
         try:
             self.stream = self.handshake.accept(list(message.key_exchange.keys))
@@ -185,10 +190,6 @@ class RendezvousTCP(Protocol):
             self.session.close()
         else:
             self.session.secured = True
-            proxy = self.factory.server.api_proxy
-            if proxy.url is not None:
-                # A proxied API request is one frame: room for the largest body allowed.
-                self.decoder.max_frame = max(self.decoder.max_frame, proxy.frame_limit)
         self.handshake = None
         return True
 
@@ -221,6 +222,12 @@ class RendezvousTCPFactory(Factory):
         if self._handshakes is None or self._handshakes.signing_key is not signing:
             self._handshakes = secure.HandshakeRotation(signing, self.clock)
         return self._handshakes.current()
+
+    def secured_max_frame(self):
+        """A proxied API request is one frame: a secured connection takes the largest body
+        the proxy allows."""
+        proxy = self.server.api_proxy
+        return max(self.max_frame, proxy.frame_limit) if proxy.url is not None else self.max_frame
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "")
