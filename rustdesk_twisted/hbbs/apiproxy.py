@@ -67,8 +67,9 @@ def _connection_tokens(pairs):
             for token in value.split(",")}
 
 
-def request_problem(request, max_body):
-    """Why ``request`` (an HttpProxyRequest) is not forwarded, as the client's one sentence."""
+def request_problem(request):
+    """Why ``request`` (an HttpProxyRequest) is not forwarded, as the client's one sentence;
+    its body size is the caller's cap."""
     if request.method not in METHODS:
         return "the method must be GET, POST, PUT, DELETE or HEAD"
     path = request.path
@@ -83,8 +84,6 @@ def request_problem(request, max_body):
     for header in request.headers:
         if _TOKEN.match(header.name) is None or _BAD_VALUE.search(header.value):
             return "a header name or value is malformed"
-    if len(request.body) > max_body:
-        return f"the request body is larger than {max_body} bytes"
     return None
 
 
@@ -245,16 +244,17 @@ class ApiProxy:
             return self._refuse(channel, "disabled", "API proxy disabled")
         if not channel.secured:
             return self._refuse(channel, "unsecured", "secure_tcp required")
-        problem = request_problem(request, self.max_body)
+        problem = request_problem(request)
         if problem is not None:
-            if len(request.body) > self.max_body:
-                self.limits.hit(now, "api-proxy-request-body", source,
-                                f"{len(request.body)} bytes (at most {self.max_body})")
-                return self._refuse(channel, "request_too_large", problem)
             self.log.debug("{ip} API proxy refused {method} {path}: {problem}", ip=channel.key[0],
                            method=untrusted(request.method), path=untrusted(request.path),
                            problem=problem, event="api_proxy_refused")
             return self._refuse(channel, "bad_request", problem)
+        if len(request.body) > self.max_body:
+            self.limits.hit(now, "api-proxy-request-body", source,
+                            f"{len(request.body)} bytes (at most {self.max_body})")
+            return self._refuse(channel, "request_too_large",
+                                f"the request body is larger than {self.max_body} bytes")
         if self.in_flight.get(source, 0) >= self.in_flight_per_ip:
             self.limits.hit(now, "api-proxy-in-flight", source,
                             f"{self.in_flight_per_ip} requests waiting for the API")
