@@ -127,27 +127,38 @@ _JSON_NAMES = {dict: "object", list: "array", str: "string"}
 
 
 class Route:
-    def __init__(self, method, pattern, handler, auth, name):
+    """One route and what the OpenAPI document says of it (:mod:`.openapi`)."""
+
+    def __init__(self, method, pattern, handler, auth, name, summary, body, reply, query):
         self.method = method
         self.pattern = pattern
         self.regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
         self.handler = handler
         self.auth = auth
         self.name = name
+        self.summary = summary
+        self.body = body
+        self.reply = reply
+        self.query = query
 
 
 class Router:
     """Method + path pattern (``/api/ab/peers/{guid}``) to handler.
 
     ``auth`` is a function of the Call that authorises it (setting ``call.user``)
-    or raises ApiError; it may return a Deferred.
+    or raises ApiError; it may return a Deferred.  ``summary``, ``body`` and
+    ``reply`` (JSON Schemas of the request and success bodies; ``reply`` may be
+    the string "text" or "empty") and ``query`` (name -> JSON Schema) describe
+    the route in the OpenAPI document.
     """
 
     def __init__(self):
         self.routes = []
 
-    def add(self, method, pattern, handler, auth=None, name=None):
-        self.routes.append(Route(method, pattern, handler, auth, name or pattern))
+    def add(self, method, pattern, handler, auth=None, name=None, summary="", body=None,
+            reply=None, query=None):
+        self.routes.append(Route(method, pattern, handler, auth, name or pattern, summary,
+                                 body, reply, query or {}))
 
     def match(self, method, path):
         """(route, params), or raises ApiError 404/405."""
