@@ -9,6 +9,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 
 from ..wire.websocket import TrustedProxies, client_address
+from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 
@@ -26,12 +27,15 @@ def at_once(f, *args):
 
 
 class ApiApp:
+    """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API."""
+
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
         self.max_body = max_body
+        self.hbbs = hbbs if hbbs is not None else HbbsLink(clock)
         self.accounts = Accounts(db, blocking, token_lifetime)
         self.login_options = []
         self.router = Router()

@@ -291,6 +291,7 @@ class ApiSite(server.Site):
     """A twisted.web Site with capped request bodies and no request log of its own."""
 
     requestFactory = CappedRequest
+    noisy = False
 
     def __init__(self, resource, max_body=DEFAULT_MAX_BODY, timeout=60, **kwargs):
         super().__init__(resource, timeout=timeout, **kwargs)
