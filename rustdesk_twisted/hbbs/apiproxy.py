@@ -75,7 +75,8 @@ def request_problem(request):
     path = request.path
     if not path.startswith(PATH_PREFIXES):
         return "the path must start with /api/ or /avatar"
-    head = len(path) + sum(len(h.name) + len(h.value) for h in request.headers)
+    head = len(path.encode("utf-8")) + sum(len(h.name.encode("utf-8")) +
+                                           len(h.value.encode("utf-8")) for h in request.headers)
     if head > MAX_HEAD or len(request.headers) > MAX_HEADERS:
         return f"the path and headers must fit in {MAX_HEAD} bytes and {MAX_HEADERS} headers"
     if _PATH.match(path) is None or any(
@@ -275,6 +276,8 @@ class ApiProxy:
         d.addCallbacks(self._answered, self._failed, callbackArgs=(channel, request),
                        errbackArgs=(channel, request, source, timer))
         d.addBoth(self._release, channel, source, timer)
+        d.addErrback(lambda failure: self.log.failure("API proxy answer to {ip}", failure,
+                                                      ip=channel.key[0]))
 
     def _read_body(self, response):
         collector = _BodyCollector(response.length, self.max_response)
@@ -313,7 +316,7 @@ class ApiProxy:
             error = "the API server could not be reached"
         self._answer(channel, HttpProxyResponse(error=error))
 
-    def _release(self, _, channel, source, timer):
+    def _release(self, result, channel, source, timer):
         if timer.active():
             timer.cancel()
         channel.api_request = None
@@ -322,6 +325,7 @@ class ApiProxy:
             self.in_flight[source] = left
         else:
             del self.in_flight[source]
+        return result
 
     def forget(self, channel):
         """The connection closed: stop waiting for the API on its behalf."""
