@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for the tests, from Debian's server binaries.
 #   pgcluster.sh start DIR   initdb in DIR, start it on a free loopback port with its unix socket
-#                            in DIR, create database rustdesk_test, print its URL
+#                            in DIR, create database rustdesk_test, print its URL; exit
+#                            status 3 when PostgreSQL is not installed
 #   pgcluster.sh stop DIR    stop the server and remove DIR
 # .ci/run and tests/services.py both use it. Run as root, the server runs as the postgres
 # system user: PostgreSQL refuses to run as root. Durability is off: the data is thrown away.
@@ -27,13 +28,13 @@ bindir() {
 }
 
 bin=$(bindir)
-if [ -z "$bin" ]; then
-    echo "no PostgreSQL server binaries (Debian package postgresql)" >&2
-    exit 1
-fi
 cd "$dir"
 case $command in
 start)
+    if [ -z "$bin" ]; then
+        echo "no PostgreSQL server binaries (Debian package postgresql)" >&2
+        exit 3
+    fi
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync \
@@ -45,7 +46,7 @@ start)
     echo "postgresql://postgres@127.0.0.1:$port/rustdesk_test"
     ;;
 stop)
-    if [ -f "$dir/data/postmaster.pid" ]; then
+    if [ -n "$bin" ] && [ -f "$dir/data/postmaster.pid" ]; then
         as_owner "$bin/pg_ctl" -D "$dir/data" -s -m immediate stop || true
     fi
     cd /
