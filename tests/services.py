@@ -28,7 +28,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from treq.client import HTTPClient
 from twisted.internet import protocol, reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent
@@ -225,10 +225,10 @@ class _ProviderProcess(protocol.ProcessProtocol):
 
 
 def _node_modules():
-    """npm ci in tests/oidc-provider, once: flock keeps parallel trial workers from racing."""
-    if os.path.exists(os.path.join(OIDC_DIRECTORY, "node_modules", "oidc-provider")):
-        return succeed(None)
-    script = "test -d node_modules/oidc-provider || npm ci --no-audit --no-fund --loglevel=error"
+    """npm ci in tests/oidc-provider when its lock file is newer than the installed tree;
+    flock keeps parallel trial workers from installing at once."""
+    script = ("test node_modules/.package-lock.json -nt package-lock.json"
+              " || npm ci --no-audit --no-fund --loglevel=error")
     done = getProcessOutputAndValue(shutil.which("flock"), [OIDC_DIRECTORY, "sh", "-c", script],
                                     env=os.environ, path=OIDC_DIRECTORY)
 
