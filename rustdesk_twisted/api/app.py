@@ -1,0 +1,60 @@
+"""The API as one object: its parts, its route table and its twisted.web site.
+
+Each part (accounts, devices, address books, audit, console) registers its
+own routes here; :class:`ApiApp` is what the twistd plugin serves and what an
+existing Twisted application can mount (``ApiApp(...).site()``).
+"""
+
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.threads import deferToThreadPool
+
+from ..wire.websocket import TrustedProxies, client_address
+from . import openapi
+from .hbbs import HbbsLink
+from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
+from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
+
+
+def in_reactor_threads(reactor):
+    """``blocking(f, *args)`` for CPU-heavy work: the reactor's thread pool."""
+    def blocking(f, *args):
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+    return blocking
+
+
+def at_once(f, *args):
+    """``blocking`` for the in-memory tests: run now, a Deferred of the result."""
+    return maybeDeferred(f, *args)
+
+
+class ApiApp:
+    """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API."""
+
+    def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
+                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None):
+        self.db = db
+        self.clock = clock
+        self.trusted = trusted if trusted is not None else TrustedProxies()
+        self.max_body = max_body
+        self.hbbs = hbbs if hbbs is not None else HbbsLink(clock)
+        self.accounts = Accounts(db, blocking, token_lifetime)
+        self.login_options = []
+        self.router = Router()
+        self.router.add("GET", "/api/login-options", self._login_options,
+                        summary="The login dialog's third-party buttons",
+                        reply={"type": "array", "items": {"type": "string"}})
+        self.accounts.add_routes(self.router)
+        openapi.add_routes(self.router)
+
+    def _login_options(self, call):
+        """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""
+        return json_reply(list(self.login_options))
+
+    def client_ip(self, request):
+        return client_address(request, self.trusted)[0]
+
+    def resource(self):
+        return ApiResource(self.router, self.clock, self.client_ip)
+
+    def site(self):
+        return ApiSite(self.resource(), max_body=self.max_body, reactor=self.clock)

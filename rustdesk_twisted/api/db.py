@@ -1,0 +1,113 @@
+"""Where the API's rows live: SQLite in the data directory, or PostgreSQL by ``API_DB_URL``.
+
+Every statement runs in the API's own thread pool, never on the reactor
+thread: :meth:`Database.run` hands a function of one SQLAlchemy connection to
+the pool and returns a Deferred of its result, the whole function being one
+transaction (committed before the Deferred fires, so an answer built on it is
+on disk).  SQLite gets one thread, since it takes one writer at a time anyway;
+PostgreSQL gets a few.
+"""
+
+import os
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from twisted.internet.defer import execute
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from ..config import ConfigError
+from ..hbbs.dbfile import create_private, make_private
+
+DEFAULT_FILE = "db_api.sqlite3"
+POSTGRES_THREADS = 4
+
+
+def engine_url(api_db_url, data_dir):
+    """The SQLAlchemy URL for an ``API_DB_URL`` value (empty: the file in ``data_dir``).
+
+    ``postgresql://`` (the form operators know from libpq) is driven by psycopg 3;
+    anything without a scheme is a SQLite file path."""
+    text = (api_db_url or "").strip()
+    if not text:
+        text = os.path.join(data_dir, DEFAULT_FILE)
+    if "://" not in text:
+        return make_url("sqlite://").set(database=os.path.abspath(text))
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ConfigError(f"API_DB_URL is not a database URL: {text!r}") from None
+    if url.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+        return url.set(drivername="postgresql+psycopg")
+    if url.drivername == "sqlite":
+        return url
+    raise ConfigError(f"API_DB_URL must be a SQLite path or postgresql://…, got "
+                      f"{url.drivername}://")
+
+
+def describe(url):
+    """The URL for a log line: the password hidden."""
+    return url.render_as_string(hide_password=True)
+
+
+class Database:
+    """An engine plus the pool of threads its statements run in."""
+
+    def __init__(self, url, reactor, threads=None, in_thread_pool=True):
+        self.url = url
+        self.in_thread_pool = in_thread_pool
+        self.reactor = reactor
+        self.is_sqlite = url.get_backend_name() == "sqlite"
+        self.threads = threads or (1 if self.is_sqlite else POSTGRES_THREADS)
+        self.engine = None
+        self.pool = None
+
+    def open(self):
+        """Create the engine and start the threads (at service start; may block briefly)."""
+        if self.is_sqlite:
+            path = self.url.database
+            create_private(path)
+            self.engine = create_engine(self.url, connect_args={"check_same_thread": False},
+                                        pool_size=self.threads, max_overflow=0)
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            with self.engine.connect():
+                pass
+            make_private(path)
+        else:
+            self.engine = create_engine(self.url, pool_size=self.threads, max_overflow=0,
+                                        pool_pre_ping=True)
+        if self.in_thread_pool:
+            self.pool = ThreadPool(minthreads=1, maxthreads=self.threads, name="rustdesk-api-db")
+            self.pool.start()
+
+    def run(self, work, *args, **kwargs):
+        """Deferred of ``work(connection, *args, **kwargs)`` run in one committed transaction.
+
+        Without a thread pool (``in_thread_pool=False``: the in-memory tests, whose
+        Clock cannot wait for threads) the work runs at once."""
+        if self.pool is None:
+            return execute(self.run_now, work, *args, **kwargs)
+        return deferToThreadPool(self.reactor, self.pool, self.run_now, work, *args, **kwargs)
+
+    def run_now(self, work, *args, **kwargs):
+        """The same, in the calling thread: for start-up, the admin CLI and migrations."""
+        with self.engine.begin() as connection:
+            return work(connection, *args, **kwargs)
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

@@ -1,0 +1,189 @@
+"""``twistd rustdesk-api``: the HTTP API (accounts, devices, address books) on port 21114.
+
+Settings come from flags, ``--config``, ``DATA_DIR/.env`` and the environment,
+as for hbbs (PROTOCOL.md section 9).  The database is SQLite beside hbbs's
+(``DATA_DIR/db_api.sqlite3``, 0600) unless ``API_DB_URL=postgresql://…``.
+"""
+
+import os
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+
+from .. import __version__, logs
+from ..config import ConfigError, layered_settings
+from ..hbbs.store import path_from_db_url
+from ..listeners import server_endpoint
+from ..logs import Logger
+from ..pluginoptions import PluginOptions
+from ..startup import ExitOnStartupError
+from ..wire.websocket import TrustedProxies
+from . import migrate
+from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME
+from .app import ApiApp, in_reactor_threads
+from .hbbs import HbbsLink
+from .db import Database, describe, engine_url
+from .http import DEFAULT_MAX_BODY
+
+DEFAULT_PORT = 21114
+
+# (long flag, short flag, setting name, help)
+OPTIONS = [
+    ("port", "p", "API-PORT", f"HTTP port (default {DEFAULT_PORT}: the rendezvous port minus 2, "
+                              "where clients look for the API)."),
+    ("bind", "b", "BIND", "IP address to listen on (default: all, dual-stack)."),
+    ("listen", None, "API-LISTEN", "Endpoint to listen on instead (e.g. ssl:443:privateKey=…)."),
+    ("data-dir", None, "DATA-DIR", "Directory of db_api.sqlite3 and .env (default: .)."),
+    ("config", "c", None, "Extra INI file of settings (KEY=value lines)."),
+    ("db-url", None, "API-DB-URL", "SQLite file path or postgresql://user:pass@host/db "
+                                   "(default DATA_DIR/db_api.sqlite3)."),
+    ("hbbs", None, "HBBS", "host[:port] of the hbbs whose peers the API shows (default "
+                           "127.0.0.1:21116; its PORT-1 answers online queries), or 'off'. "
+                           "Its peer table (DB_URL, default DATA_DIR/db_v2.sqlite3) is read "
+                           "read-only, its console socket DATA_DIR/hbbs-console.sock drives "
+                           "release and change-ID."),
+    ("token-lifetime", None, "TOKEN-LIFETIME",
+     f"Seconds a login token stays valid (default {DEFAULT_TOKEN_LIFETIME})."),
+    ("max-body", None, "MAX-BODY", f"Largest request body in bytes (default {DEFAULT_MAX_BODY})."),
+    ("trusted-proxies", None, "TRUSTED-PROXIES",
+     "CIDRs whose X-Real-IP/X-Forwarded-For are believed (default 127.0.0.0/8,::1: hbbs's "
+     "HTTP proxy and a local reverse proxy)."),
+    ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
+    ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error."),
+]
+
+
+class Options(PluginOptions):
+    synopsis = "[options]"
+    longdesc = ("RustDesk API server: accounts, devices, address books, audit and the web "
+                "console, for unmodified RustDesk clients.")
+    optParameters = [[long, short, None, help_] for long, short, _, help_ in OPTIONS]
+
+    def cli_settings(self):
+        return {name: self[long] for long, _, name, _ in OPTIONS
+                if name is not None and self[long] is not None}
+
+
+class ApiConfig:
+    """Validated settings of one API server."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.data_dir = settings.get("DATA-DIR") or "."
+        self.port = settings.integer("API-PORT", DEFAULT_PORT, minimum=1, maximum=65535)
+        self.bind = settings.get("BIND") or ""
+        interface = self.bind.replace(":", "\\:") if self.bind else "\\:\\:"
+        self.endpoint = settings.get("API-LISTEN") or f"tcp:{self.port}:interface={interface}"
+        self.db_url = engine_url(settings.get("API-DB-URL"), self.data_dir)
+        self.hbbs = _hbbs_address(settings.get("HBBS"))
+        self.peer_db = path_from_db_url(settings.get("DB-URL") or
+                                        os.path.join(self.data_dir, "db_v2.sqlite3"))
+        self.console = os.path.join(self.data_dir, "hbbs-console.sock")
+        self.token_lifetime = settings.integer("TOKEN-LIFETIME", DEFAULT_TOKEN_LIFETIME,
+                                               minimum=60)
+        self.max_body = settings.integer("MAX-BODY", DEFAULT_MAX_BODY, minimum=1024,
+                                         maximum=256 * 1024 * 1024)
+        proxies = settings.get("TRUSTED-PROXIES")
+        try:
+            self.trusted = (TrustedProxies(proxies.split(",")) if proxies is not None
+                            else TrustedProxies())
+        except ValueError as e:
+            raise ConfigError(f"invalid TRUSTED-PROXIES: {e}") from None
+        try:
+            self.log_format = logs.check_format(settings.get("LOG-FORMAT"))
+            self.log_level = logs.check_level(settings.get("LOG-LEVEL"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+
+def _hbbs_address(text):
+    """(host, PORT-1) of the hbbs at ``text`` ("host[:port]"), or None for 'off'."""
+    text = (text or "127.0.0.1").strip()
+    if text.lower() == "off":
+        return None
+    host, port = text, 21116
+    if text.count(":") == 1 or text.startswith("["):
+        host, _, number = text.rpartition(":")
+        try:
+            port = int(number)
+        except ValueError:
+            raise ConfigError(f"HBBS must be host[:port] or 'off', got {text!r}") from None
+    if not 2 <= port <= 65535:
+        raise ConfigError(f"HBBS port out of range in {text!r}")
+    return host.strip("[]"), port - 1
+
+
+class ApiService(service.MultiService):
+    """The database, the app and its listener; the database opens in ``startService``."""
+
+    log = Logger()
+
+    def __init__(self, config, reactor):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.db = None
+        self.app = None
+
+    def startService(self):
+        config = self.config
+        self.db = Database(config.db_url, self.reactor)
+        self.db.open()
+        try:
+            migrate.upgrade(self.db)
+            blocking = in_reactor_threads(self.reactor)
+            hbbs = HbbsLink(self.reactor, config.hbbs, config.peer_db, config.console, blocking)
+            self.app = ApiApp(self.db, self.reactor, blocking,
+                              token_lifetime=config.token_lifetime, trusted=config.trusted,
+                              max_body=config.max_body, hbbs=hbbs)
+            try:
+                endpoint = server_endpoint(self.reactor, config.endpoint)
+            except ValueError as e:
+                raise ConfigError(f"invalid endpoint {config.endpoint!r}: {e}") from None
+            listener = StreamServerEndpointService(endpoint, self.app.site())
+            listener._raiseSynchronously = True
+            listener.setServiceParent(self)
+            super().startService()
+        except BaseException:
+            self.db.close()
+            raise
+        self._banner()
+
+    def _banner(self):
+        config, log = self.config, self.log
+        log.info("rustdesk-twisted api {version}", version=__version__, event="banner")
+        log.info("API_DB_URL={db}", db=describe(config.db_url), event="banner")
+        log.info("Listening on http {endpoint}", endpoint=config.endpoint, event="banner")
+        if config.hbbs is not None:
+            log.info("Online state from hbbs at {host}:{port}; peer keys from {db}",
+                     host=config.hbbs[0], port=config.hbbs[1], db=config.peer_db,
+                     event="banner")
+        log.info("Passwords: argon2id t={time_cost} m={memory_cost}KiB p={parallelism}; tokens "
+                 "valid {lifetime}s", lifetime=config.token_lifetime, event="banner",
+                 **ARGON2_PARAMETERS)
+
+    def stopService(self):
+        d = super().stopService()
+
+        def close(result):
+            if self.db is not None:
+                self.db.close()
+            return result
+        return d.addBoth(close)
+
+
+def build_config(options, environ=None):
+    cli = options.cli_settings()
+    data_dir = cli.get("DATA-DIR") or "."
+    return ApiConfig(layered_settings(environ, data_dir, options["config"], cli))
+
+
+def makeService(options, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        config = build_config(options)
+    except ConfigError as e:
+        raise SystemExit(f"rustdesk-api: {e}")
+    logs.set_level(config.log_level)
+    return ExitOnStartupError("rustdesk-api", ApiService(config, reactor), config.log_format)

@@ -1,0 +1,132 @@
+"""An API server in memory: a real SQLite file, a Clock, and HTTP over iosim.
+
+``ApiHarness(testcase)`` builds :class:`~rustdesk_twisted.api.app.ApiApp` on a
+fresh database in the test's temporary directory, with statements and password
+hashing run at once (no threads), and speaks real HTTP/1.1 to its site through
+in-memory transports, so every request is parsed exactly as on a socket.
+"""
+
+import json
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.test import iosim
+from twisted.web._newclient import HTTP11ClientProtocol, Request
+from twisted.web.client import FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+
+from rustdesk_twisted.api import migrate
+from rustdesk_twisted.api.accounts import hash_password
+from rustdesk_twisted.api.app import ApiApp, at_once
+from rustdesk_twisted.api.db import Database, engine_url
+from rustdesk_twisted.api import tables
+from sqlalchemy import insert
+from io import BytesIO
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name):
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+
+class ApiHarness:
+    def __init__(self, testcase, url=None, **app_options):
+        self.clock = MemoryReactorClock()
+        self.clock.advance(1_800_000_000)
+        path = testcase.mktemp()
+        self.db = Database(engine_url(url, ".") if url else engine_url(path, "."), self.clock,
+                           in_thread_pool=False)
+        self.db.open()
+        testcase.addCleanup(self.db.close)
+        migrate.upgrade(self.db)
+        self.app = ApiApp(self.db, self.clock, at_once, **app_options)
+        self.site = self.app.site()
+
+    def add_user(self, name, password="secret-pass", **fields):
+        now = self.clock.seconds()
+        row = {"name": name, "password_hash": hash_password(password), "display_name": "",
+               "email": "", "note": "", "status": 1, "is_admin": False, "totp_backup": "[]",
+               "oidc_provider": "", "created_at": now, "updated_at": now}
+        row.update(fields)
+        return self.db.run_now(
+            lambda c: c.execute(insert(tables.users).values(**row)).inserted_primary_key[0])
+
+    def login(self, name, password="secret-pass", **extra):
+        body = {"username": name, "password": password, "id": "123456789", "uuid": "dXVpZA==",
+                "autoLogin": True, "type": "account",
+                "deviceInfo": {"os": "linux", "type": "client", "name": "host"}}
+        body.update(extra)
+        reply = self.request("POST", "/api/login", body)
+        return reply.json().get("access_token")
+
+    def request(self, method, path, body=None, token=None, headers=None, raw=None,
+                client="192.0.2.10"):
+        """One HTTP request on a new connection; the Response once the site has answered."""
+        server = self.site.buildProtocol(IPv4Address("TCP", client, 40000))
+        client_protocol = HTTP11ClientProtocol()
+        all_headers = Headers({b"host": [b"api.test"]})
+        if token is not None:
+            all_headers.addRawHeader(b"authorization", f"Bearer {token}".encode())
+        for name, value in (headers or {}).items():
+            all_headers.addRawHeader(name.encode(), value.encode())
+        if raw is not None:
+            payload = raw
+        elif body is not None:
+            payload = json.dumps(body).encode()
+            all_headers.addRawHeader(b"content-type", b"application/json")
+        else:
+            payload = None
+        producer = FileBodyProducer(BytesIO(payload), cooperator=_Immediate()) \
+            if payload is not None else None
+        pump = iosim.connect(
+            server, iosim.makeFakeServer(server), client_protocol,
+            iosim.makeFakeClient(client_protocol), greet=False, clock=self.clock)
+        pump.serverIO.hostAddress = IPv4Address("TCP", "127.0.0.1", 21114)
+        pump.serverIO.peerAddress = IPv4Address("TCP", client, 40000)
+        result = {}
+        d = client_protocol.request(Request(method.encode(), path.encode(), all_headers,
+                                            producer, persistent=False))
+
+        def got(response):
+            result["response"] = response
+            return readBody(response).addCallback(lambda body: result.update(body=body))
+        d.addCallback(got)
+        d.addErrback(lambda failure: result.update(failure=failure))
+        pump.flush()
+        for _ in range(100):
+            if "body" in result or "failure" in result:
+                break
+            pump.flush()
+        if "failure" in result:
+            result["failure"].raiseException()
+        response = result["response"]
+        return Response(response.code, response.headers, result["body"])
+
+
+class _Immediate:
+    """A cooperator that runs a body producer's steps at once."""
+
+    def cooperate(self, iterator):
+        for _ in iterator:
+            pass
+        return _Done()
+
+
+class _Done:
+    def whenDone(self):
+        d = Deferred()
+        d.callback(None)
+        return d
+
+    def stop(self):
+        pass
