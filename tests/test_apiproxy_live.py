@@ -10,6 +10,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from rustdesk_twisted.client import ReactorHost, ServerAddress, http_proxy_request
+from rustdesk_twisted.client.api import OfficialApiClient
+from rustdesk_twisted.client.apiproxy import ProxiedHttp
 from rustdesk_twisted.wire import keys
 
 from .livesupport import free_port_block, start_twistd, stop_twistd
@@ -63,3 +65,14 @@ class LiveApiProxyTests(unittest.TestCase):
                                            "ver": 1004009})])
         self.assertIn(b"API proxy (HttpProxyRequest on secured TCP): http://127.0.0.1:",
                       self.process.output)
+
+    @inlineCallbacks
+    def test_the_official_client_calls_through_hbbs(self):
+        client = OfficialApiClient(
+            ProxiedHttp(ReactorHost(reactor, "127.0.0.1"), ServerAddress("127.0.0.1", self.port),
+                        self.key), "http://127.0.0.1:1", rustdesk_id="123456789",
+            machine_uuid="dXVpZA==")
+        answer = yield client.heartbeat(modified_at=7)
+        self.assertEqual((answer.status, answer.json()), (200, {"sysinfo": True}))
+        self.assertEqual(self.api.seen[-1][2], {"id": "123456789", "uuid": "dXVpZA==",
+                                                "ver": 1004020, "modified_at": 7})

@@ -5,7 +5,8 @@ connection to hbbs, secure_tcp with the server's key, one request, and the
 first message after the handshake must be the ``HttpProxyResponse``.
 """
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.web.http_headers import Headers
 
 from ..wire import messages
 from ..wire.rendezvous_pb2 import HeaderEntry, HttpProxyRequest
@@ -67,3 +68,42 @@ def http_proxy_request(host, server, server_key, method, path, headers=(), body=
     stream.on_closed = closed
     host.connect_tcp(server.rendezvous, stream, timeout=timeout)
     return result
+
+
+class ProxiedHttp:
+    """treq's ``request(method, url, headers=, data=)`` carried through hbbs, so that
+    :class:`~.api.OfficialApiClient` can make every API call as a client whose port
+    21114 is blocked does.  A response with hbbs's ``error`` set fails with
+    :class:`ApiProxyError`, as the client reports "TCP proxy error"."""
+
+    def __init__(self, host, server, server_key):
+        self.host = host
+        self.server = server
+        self.server_key = server_key
+
+    def request(self, method, url, headers=None, data=None):
+        path = "/" + url.split("://", 1)[-1].partition("/")[2]
+        pairs = [(_text(name), _text(value)) for name, values in (headers or {}).items()
+                 for value in values]
+        d = http_proxy_request(self.host, self.server, self.server_key, method, path, pairs,
+                               data or b"")
+        return d.addCallback(_ProxiedResponse)
+
+
+class _ProxiedResponse:
+    def __init__(self, response):
+        if response.error:
+            raise ApiProxyError(response.error)
+        self.code = response.status
+        self.headers = Headers()
+        for header in response.headers:
+            self.headers.addRawHeader(header.name.encode("latin-1"),
+                                      header.value.encode("latin-1"))
+        self.body = response.body
+
+    def content(self):
+        return succeed(self.body)
+
+
+def _text(value):
+    return value.decode("latin-1") if isinstance(value, bytes) else value
