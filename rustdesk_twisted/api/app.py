@@ -10,6 +10,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from ..wire.websocket import TrustedProxies, client_address
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
+from .addressbooks import AddressBooks
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 
 
@@ -27,7 +28,7 @@ def at_once(f, *args):
 
 class ApiApp:
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, ab_limits=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -37,6 +38,8 @@ class ApiApp:
         self.router = Router()
         self.router.add("GET", "/api/login-options", self._login_options)
         self.accounts.add_routes(self.router)
+        self.address_books = AddressBooks(db, self.accounts.authenticate, ab_limits, max_body)
+        self.address_books.add_routes(self.router)
 
     def _login_options(self, call):
         """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""
