@@ -193,20 +193,25 @@ def for_book(values, personal):
     return {name: value for name, value in values.items() if name != dropped}
 
 
-def peer_json(row, personal):
-    """One entry as ``/api/ab/peers`` lists it (the client's Peer.fromJson types)."""
-    out = {"id": row.peer_id}
-    if personal:
-        out["hash"] = row.hash
-    else:
-        out["password"] = row.password
-    out.update(
-        username=row.username, hostname=row.hostname, platform=row.platform, alias=row.alias,
-        tags=json.loads(row.tags), note=row.note,
-        forceAlwaysRelay="true" if row.force_always_relay else "false",
-        rdpPort=row.rdp_port, rdpUsername=row.rdp_username, loginName=row.login_name,
-        device_group_name=row.group_name or "", same_server=row.device_id is not None)
-    return out
+# What /api/ab/peers lists of an entry as stored, first in the columns _peers_page selects.
+LISTED = ("id", "username", "hostname", "platform", "alias", "note", "rdpPort", "rdpUsername",
+          "loginName")
+
+
+def listed_peers(rows, personal):
+    """Entries as ``/api/ab/peers`` lists them, in the client's Peer.fromJson types.
+
+    A row holds the LISTED columns, then hash (personal) or password (shared),
+    tags, forceAlwaysRelay, the id of the device of that id and its group's name."""
+    secret = "hash" if personal else "password"
+    peers = []
+    for row in rows:
+        peer = dict(zip(LISTED, row))
+        peer[secret], tags, relay, device, group = row[len(LISTED):]
+        peer.update(tags=json.loads(tags), forceAlwaysRelay="true" if relay else "false",
+                    device_group_name=group or "", same_server=device is not None)
+        peers.append(peer)
+    return peers
 
 
 def effective_rule(owner_id, personal, user, rules):
@@ -478,12 +483,16 @@ def _peers_page(c, guid, user, offset, limit):
     book = _open(c, guid, user, READ)
     where = _live(book.id)
     devices, groups = tables.devices, tables.device_groups
+    columns = [_peers.c.peer_id, *(TEXT_FIELDS[key] for key in LISTED[1:]),
+               _peers.c.hash if book.personal else _peers.c.password, _peers.c.tags,
+               _peers.c.force_always_relay, devices.c.id, groups.c.name]
     rows = c.execute(
-        select(_peers, devices.c.id.label("device_id"), groups.c.name.label("group_name"))
+        select(*columns)
         .select_from(_peers.outerjoin(devices, devices.c.rustdesk_id == _peers.c.peer_id)
                      .outerjoin(groups, groups.c.id == devices.c.device_group_id))
-        .where(where).order_by(_peers.c.id).offset(offset).limit(limit)).all()
-    return _count(c, _peers, where), [peer_json(row, book.personal) for row in rows]
+        .where(where).order_by(_peers.c.id).offset(offset).limit(limit)).tuples()
+    peers = listed_peers(rows, book.personal)
+    return _count(c, _peers, where), peers
 
 
 def _tag_list(c, guid, user):
