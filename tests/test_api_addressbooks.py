@@ -93,11 +93,16 @@ class Books:
         self.api.clock.advance(1)
 
 
-class PersonalBookTests(unittest.TestCase):
+class AliceCase(unittest.TestCase):
+    """Alice and her personal book."""
+
     def setUp(self):
         self.books = Books(self)
         self.books.user("alice")
         self.guid = self.books.personal("alice")
+
+
+class PersonalBookTests(AliceCase):
 
     def test_personal_book_is_made_once_and_settings_say_unlimited(self):
         self.assertEqual(self.books.personal("alice"), self.guid)
@@ -588,11 +593,7 @@ class LegacyPlanTests(unittest.TestCase):
         self.assertEqual((plan.deletes, plan.kept), ([2], ["theirs"]))
 
 
-class BadInputTests(unittest.TestCase):
-    def setUp(self):
-        self.books = Books(self)
-        self.books.user("alice")
-        self.guid = self.books.personal("alice")
+class BadInputTests(AliceCase):
 
     def test_wrong_types_and_sizes_are_400_json(self):
         g = self.guid

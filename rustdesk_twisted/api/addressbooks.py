@@ -232,6 +232,16 @@ def effective_rule(owner_id, personal, user, rules):
     return 0
 
 
+def _json_object(text, what):
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise bad_request(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise bad_request(f"{what} must encode a JSON object")
+    return value
+
+
 def parse_legacy_book(body, limits):
     """``{data: "<JSON string>"}`` of a legacy push as (tags, {tag: colour}, {id: values}).
 
@@ -239,21 +249,13 @@ def parse_legacy_book(body, limits):
     data = body.get("data")
     if not isinstance(data, str):
         raise bad_request("data must be a JSON string")
-    try:
-        book = json.loads(data)
-    except (ValueError, RecursionError):
-        raise bad_request("data is not valid JSON") from None
-    if not isinstance(book, dict):
-        raise bad_request("data must encode a JSON object")
+    book = _json_object(data, "data")
     tags = tag_names(book.get("tags") or [], limits.max_tags)
     colors = book.get("tag_colors") or {}
     if isinstance(colors, str):
-        try:
-            colors = json.loads(colors)
-        except (ValueError, RecursionError):
-            raise bad_request("tag_colors is not valid JSON") from None
-    if not isinstance(colors, dict):
-        raise bad_request("tag_colors must encode a JSON object")
+        colors = _json_object(colors, "tag_colors")
+    elif not isinstance(colors, dict):
+        raise bad_request("tag_colors must be a JSON string or object")
     colors = {tag_name(name, "tag_colors"): color_of(value) for name, value in colors.items()}
     entries = book.get("peers") or []
     if not isinstance(entries, list):
