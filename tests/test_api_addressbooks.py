@@ -9,6 +9,8 @@ import gzip
 import json
 
 from sqlalchemy import insert, select, update
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from rustdesk_twisted.api import tables
@@ -21,7 +23,7 @@ from rustdesk_twisted.api.addressbooks import (
     recycle_bin,
     share_book,
 )
-from rustdesk_twisted.api.tap import ApiConfig
+from rustdesk_twisted.api.tap import ApiConfig, Options
 from rustdesk_twisted.config import ConfigError, Settings
 
 from .apisupport import ApiHarness
@@ -404,9 +406,12 @@ class CapacityTests(unittest.TestCase):
         for peer_id in ("1", "2"):
             self.assertEqual(books.add(self.guid, "alice", id=peer_id).status, 200)
         self.assertEqual(books.add(self.guid, "alice", id="2", alias="again").status, 200)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         reply = books.add(self.guid, "alice", id="3")
         self.assertEqual((reply.status, reply.json()), (400, {"error": "exceed_max_devices"}))
         self.assertEqual(books.api.app.address_books.limit_log.hits, {"ab_max_peers": 1})
+        lines = [formatEvent(e) for e in events if e.get("event") == "limit_reached"]
+        self.assertEqual(lines, ['192.0.2.10 limit ab_max_peers reached: user "alice"'])
         books.remove(self.guid, "alice", ["1"])
         self.assertEqual(books.add(self.guid, "alice", id="3").status, 200)
         self.assertEqual(books.add(self.guid, "alice", id="1").status, 400)
@@ -672,3 +677,8 @@ class OptionTests(unittest.TestCase):
         self.assertEqual(self.config().ab_limits.peers, 10_000)
         self.assertRaises(ConfigError, self.config, max_peer_one_ab=600, ab_max_peers=500)
         self.assertRaises(ConfigError, self.config, ab_max_tags=0)
+
+    def test_options_in_help(self):
+        text = str(Options())
+        for flag in ("--max-peer-one-ab", "--ab-max-peers", "--ab-max-tags"):
+            self.assertIn(flag, text)

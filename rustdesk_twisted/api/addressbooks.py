@@ -59,10 +59,12 @@ from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, selec
 from twisted.internet.defer import maybeDeferred
 
 from ..admission import source_key
+from ..logs import Logger
 from ..logtext import LimitLog, quoted
 from . import tables
 from .accounts import text_field
 from .http import (
+    DEFAULT_MAX_BODY,
     PAGE_QUERY,
     ApiError,
     bad_request,
@@ -760,12 +762,14 @@ class AddressBooks:
     /metrics: ab_max_peers, ab_max_tags) and logs them once per source and minute.
     """
 
-    def __init__(self, db, authenticate, limits=None, max_body=None, limit_log=None):
+    log = Logger()
+
+    def __init__(self, db, authenticate, limits=None, max_body=DEFAULT_MAX_BODY, limit_log=None):
         self.db = db
         self.authenticate = authenticate
         self.limits = limits or BookLimits()
         self.max_body = max_body
-        self.limit_log = limit_log or LimitLog()
+        self.limit_log = limit_log or LimitLog(self.log)
 
     def _guarded(self, handler):
         """``handler`` with its limit refusals counted and logged."""
