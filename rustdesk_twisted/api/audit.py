@@ -39,7 +39,7 @@ from collections import OrderedDict
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
 from ..admission import source_key
 from ..logs import Logger
@@ -407,7 +407,8 @@ class Audit:
                    chunk_rows=EXPORT_CHUNK):
         """Write every matching row of ``kind`` as CSV (a header line first) through
         ``write(bytes)``, ``chunk_rows`` rows per database read, newest first, no cap.
-        Deferred of the number of rows; cancelling it stops after the current chunk."""
+        ``write`` may return a Deferred: the next chunk is read once it fires
+        (backpressure).  Deferred of the number of rows; cancelling it stops the export."""
         statement = self._filtered(kind, rustdesk_id, since, until, typ)
         table = KINDS[kind][0]
         names = [c.name for c in table.columns]
@@ -415,31 +416,32 @@ class Audit:
         done = Deferred(lambda _: state.update(cancelled=True))
         header = io.StringIO()
         csv.writer(header).writerow(names)
-        write(header.getvalue().encode())
+
+        def send(data, then):
+            if not state["cancelled"]:
+                maybeDeferred(write, data).addCallback(lambda _: then()).addErrback(failed)
 
         def more(last_id):
-            if state["cancelled"]:
-                return
-            d = self.db.run(_csv_chunk, statement, table, names, last_id, chunk_rows)
-            d.addCallback(wrote)
-            d.addErrback(failed)
+            if not state["cancelled"]:
+                d = self.db.run(_csv_chunk, statement, table, names, last_id, chunk_rows)
+                d.addCallback(got).addErrback(failed)
+
+        def got(chunk):
+            data, count, last_id = chunk
+            state["rows"] += count
+            if count < chunk_rows:
+                send(data, finish)
+            else:
+                send(data, lambda: more(last_id))
+
+        def finish():
+            if not state["cancelled"]:
+                done.callback(state["rows"])
 
         def failed(failure):
             if not done.called:
                 done.errback(failure)
-
-        def wrote(chunk):
-            data, count, last_id = chunk
-            if state["cancelled"]:
-                return
-            if data:
-                write(data)
-            state["rows"] += count
-            if count < chunk_rows:
-                done.callback(state["rows"])
-            else:
-                more(last_id)
-        more(None)
+        send(header.getvalue().encode(), lambda: more(None))
         return done
 
     def _filtered(self, kind, rustdesk_id, since, until, typ):
