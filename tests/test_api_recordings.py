@@ -8,6 +8,8 @@ from sqlalchemy import select
 from twisted.trial import unittest
 
 from rustdesk_twisted.api import tables
+from rustdesk_twisted.api.tap import Options, build_config
+from rustdesk_twisted.config import ConfigError
 from rustdesk_twisted.api.recordings import RecordingLimits
 
 from .apisupport import ApiHarness
@@ -164,3 +166,33 @@ class DisabledTests(Uploading, unittest.TestCase):
         self.api = ApiHarness(self)
         add_device(self.api)
         self.assertRefused(self.upload("new"), 404)
+
+
+class OptionTests(unittest.TestCase):
+    def config(self, *argv):
+        options = Options()
+        options.parseOptions(["--data-dir", self.directory, *argv])
+        return build_config(options, environ={})
+
+    def setUp(self):
+        self.directory = self.mktemp()
+
+    def test_defaults_and_settings(self):
+        config = self.config()
+        self.assertEqual(config.recording_dir, os.path.join(self.directory, "recordings"))
+        self.assertEqual((config.recording_limits.max_file, config.recording_limits.quota,
+                          config.recording_limits.max_files), (2 << 30, 10 << 30, 1000))
+        self.assertEqual((config.audit_retention_days, config.audit_unknown_per_minute),
+                         (180, 120))
+        config = self.config("--recording-dir", "off", "--recording-quota", "100",
+                             "--audit-retention-days", "0")
+        self.assertIsNone(config.recording_dir)
+        self.assertEqual((config.recording_limits.quota, config.audit_retention_days), (100, 0))
+        self.assertRaises(ConfigError, self.config, "--recording-max-file", "0")
+        self.assertRaises(ConfigError, self.config, "--audit-retention-days", "-1")
+
+    def test_help_lists_them(self):
+        help_text = str(Options())
+        for flag in ("--audit-retention-days", "--audit-unknown-per-minute", "--recording-dir",
+                     "--recording-max-file", "--recording-quota", "--recording-max-files"):
+            self.assertIn(flag, help_text)
