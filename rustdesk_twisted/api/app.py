@@ -9,6 +9,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 
 from ..wire.websocket import TrustedProxies, client_address
+from . import openapi
 from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
 from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE, Audit
@@ -46,7 +47,9 @@ class ApiApp:
         self.accounts = Accounts(db, blocking, token_lifetime)
         self.login_options = []
         self.router = Router()
-        self.router.add("GET", "/api/login-options", self._login_options)
+        self.router.add("GET", "/api/login-options", self._login_options,
+                        summary="The login dialog's third-party buttons",
+                        reply={"type": "array", "items": {"type": "string"}})
         self.accounts.add_routes(self.router)
         self.audit = Audit(db, clock, self.hbbs, self.accounts.authenticate,
                            audit_retention_days, audit_unknown_per_minute)
@@ -55,6 +58,7 @@ class ApiApp:
         for part in (self.audit, self.switch_grants, self.recordings):
             part.add_routes(self.router)
         self.services = [self.audit.pruner, self.switch_grants.pruner]
+        openapi.add_routes(self.router)
 
     def _login_options(self, call):
         """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""

@@ -148,8 +148,9 @@ class Router:
     ``auth`` is a function of the Call that authorises it (setting ``call.user``)
     or raises ApiError; it may return a Deferred.  ``summary``, ``body`` and
     ``reply`` (JSON Schemas of the request and success bodies; ``reply`` may be
-    the string "text" or "empty") and ``query`` (name -> JSON Schema) describe
-    the route in the OpenAPI document.
+    the string "text", "html" or "empty"; ``body`` may be ``{"form": schema}`` for
+    an HTML form post, ``{"raw": schema}`` for bytes) and ``query`` (name -> JSON Schema) describe the route in
+    the OpenAPI document.
     """
 
     def __init__(self):

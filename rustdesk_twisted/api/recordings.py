@@ -219,7 +219,7 @@ class Recordings:
                           "offset": {"type": "integer", "minimum": 0},
                           "length": {"type": "integer", "minimum": 0},
                           "id": {"type": "string"}, "uuid": {"type": "string"}},
-                   body={"type": "string", "format": "binary"}, reply="empty")
+                   body={"raw": {"type": "string", "format": "binary"}}, reply="empty")
 
 
 def _state(connection, rustdesk_id, name):
