@@ -18,6 +18,7 @@ from rustdesk_twisted.api.hbbs import HbbsLink
 from rustdesk_twisted.hbbs.store import OFFICIAL_SCHEMA
 
 from .apisupport import ApiHarness
+from .services import fresh_postgres_database
 
 DEVICE = "123456789"
 UUID = base64.b64encode(b"machine-uid-of-the-device").decode()
@@ -81,13 +82,27 @@ def rows(api, table):
                                      c.execute(select(table).order_by(table.c.id))])
 
 
-class Posting:
+class OnSQLite:
+    """The harness's database: SQLite in the test's directory."""
+
+    def database(self):
+        return None
+
+
+class OnPostgres:
+    """A fresh PostgreSQL database instead, for the same tests."""
+
+    def database(self):
+        return fresh_postgres_database(self)
+
+
+class Posting(OnSQLite):
     """A harness with a registered device (``options`` go to the app)."""
 
     options = {}
 
     def setUp(self):
-        self.api = ApiHarness(self, **self.options)
+        self.api = ApiHarness(self, url=self.database(), **self.options)
         add_device(self.api)
 
     def post(self, path, body, client="192.0.2.10"):
@@ -348,9 +363,9 @@ class RetentionTests(Posting, unittest.TestCase):
         self.assertEqual(len(rows(self.api, tables.audit_conn)), 1)
 
 
-class ConsoleTests(unittest.TestCase):
+class ConsoleTests(OnSQLite, unittest.TestCase):
     def setUp(self):
-        self.api = ApiHarness(self)
+        self.api = ApiHarness(self, url=self.database())
         self.audit = self.api.app.audit
         now = self.api.clock.seconds()
         self.api.db.run_now(lambda c: c.execute(insert(tables.audit_conn), [
@@ -446,3 +461,19 @@ class NonceTests(unittest.TestCase):
         self.assertTrue(limit.allow("b", 1))
         self.assertFalse(limit.allow("c", 2))
         self.assertTrue(limit.allow("c", 61))
+
+
+class PostgresConnectionTests(OnPostgres, ConnectionTests):
+    """The same on PostgreSQL, whose SQL (subqueries, paging, text keys) differs."""
+
+
+class PostgresNoteTests(OnPostgres, NoteTests):
+    """The same on PostgreSQL, whose SQL (subqueries, paging, text keys) differs."""
+
+
+class PostgresRetentionTests(OnPostgres, RetentionTests):
+    """The same on PostgreSQL, whose SQL (subqueries, paging, text keys) differs."""
+
+
+class PostgresConsoleTests(OnPostgres, ConsoleTests):
+    """The same on PostgreSQL, whose SQL (subqueries, paging, text keys) differs."""

@@ -13,12 +13,12 @@ from rustdesk_twisted.config import ConfigError
 from rustdesk_twisted.api.recordings import RecordingLimits
 
 from .apisupport import ApiHarness
-from .test_api_audit import DEVICE, UUID, add_device
+from .test_api_audit import DEVICE, UUID, OnPostgres, OnSQLite, add_device
 
 NAME = "s987654321_20261204183000_VP9.webm"
 
 
-class Uploading:
+class Uploading(OnSQLite):
     def upload(self, kind, body=b"", name=NAME, rustdesk_id=DEVICE, uuid=UUID, **params):
         """One call of record_upload.rs, plus the id and uuid our contract adds."""
         query = {"type": kind, "file": name, **{k: str(v) for k, v in params.items()}}
@@ -46,7 +46,7 @@ class Uploading:
 class UploadTests(Uploading, unittest.TestCase):
     def setUp(self):
         self.directory = os.path.abspath(self.mktemp())
-        self.api = ApiHarness(self, recording_dir=self.directory)
+        self.api = ApiHarness(self, url=self.database(), recording_dir=self.directory)
         add_device(self.api)
 
     def test_new_parts_tail_make_the_file_private_and_complete(self):
@@ -141,7 +141,7 @@ class UploadTests(Uploading, unittest.TestCase):
 class QuotaTests(Uploading, unittest.TestCase):
     def setUp(self):
         self.directory = os.path.abspath(self.mktemp())
-        self.api = ApiHarness(self, recording_dir=self.directory,
+        self.api = ApiHarness(self, url=self.database(), recording_dir=self.directory,
                               recording_limits=RecordingLimits(max_file=10, quota=15,
                                                                max_files=2))
         add_device(self.api)
@@ -196,3 +196,7 @@ class OptionTests(unittest.TestCase):
         for flag in ("--audit-retention-days", "--audit-unknown-per-minute", "--recording-dir",
                      "--recording-max-file", "--recording-quota", "--recording-max-files"):
             self.assertIn(flag, help_text)
+
+
+class PostgresQuotaTests(OnPostgres, QuotaTests):
+    """The same on PostgreSQL, whose SQL (subqueries, paging, text keys) differs."""

@@ -11,16 +11,16 @@ from rustdesk_twisted.api import tables
 from rustdesk_twisted.api.switchgrants import signed_message, switch_code_verifier
 
 from .apisupport import ApiHarness
-from .test_api_audit import hbbs_peers
+from .test_api_audit import OnPostgres, OnSQLite, hbbs_peers
 
 DEVICE = "123456789"
 
 
-class SwitchGrantTests(unittest.TestCase):
+class SwitchGrantTests(OnSQLite, unittest.TestCase):
     def setUp(self):
         self.key = SigningKey.generate()
         hbbs = hbbs_peers(self, [(DEVICE, b"uuid", self.key.verify_key.encode())])
-        self.api = ApiHarness(self, hbbs=hbbs)
+        self.api = ApiHarness(self, url=self.database(), hbbs=hbbs)
         self.grants = self.api.app.switch_grants
         switch_uuid = "3f2c9a1e-5b7d-4c1a-9e8f-0a1b2c3d4e5f"
         self.switch_code = base64.b64encode(hashlib.sha256(switch_uuid.encode()).digest()).decode()
@@ -111,3 +111,7 @@ class SwitchGrantTests(unittest.TestCase):
             self.assertIn("error", reply.json())
         self.assertEqual(self.api.request("POST", "/api/switch-grant", raw=b"[]").status, 400)
         self.assertEqual(self.stored(), [])
+
+
+class PostgresSwitchGrantTests(OnPostgres, SwitchGrantTests):
+    """The same on PostgreSQL, whose SQL (subqueries, paging, text keys) differs."""
