@@ -1,11 +1,16 @@
-"""Audit over HTTP (API.md 1.6): the client's exact bodies, dedup, notes, retention, console reads."""
+"""Audit over HTTP (API.md 1.6): the client's exact bodies, dedup, notes, retention, console
+reads; the official client's calls replayed."""
 
 import base64
 import json
+import os
 import sqlite3
 import uuid as uuidlib
+from urllib.parse import urlencode
 
+from nacl.signing import SigningKey
 from sqlalchemy import insert, select, text
+from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
@@ -15,6 +20,7 @@ from rustdesk_twisted.api import tables
 from rustdesk_twisted.api.app import at_once
 from rustdesk_twisted.api.audit import Nonces, PerMinute
 from rustdesk_twisted.api.hbbs import HbbsLink
+from rustdesk_twisted.client.api import ApiCallError, OfficialApiClient
 from rustdesk_twisted.hbbs.store import OFFICIAL_SCHEMA
 
 from .apisupport import ApiHarness
@@ -477,3 +483,60 @@ class PostgresRetentionTests(OnPostgres, RetentionTests):
 
 class PostgresConsoleTests(OnPostgres, ConsoleTests):
     """The same on PostgreSQL, whose SQL (subqueries, paging, text keys) differs."""
+
+
+class ReplayTests(unittest.TestCase):
+    """The official client's calls (rustdesk_twisted.client.api), controlled side and
+    controller, replayed in one session: audit, notes, switch-sides grant, recording."""
+
+    def setUp(self):
+        self.key = SigningKey.generate()
+        hbbs = hbbs_peers(self, [(DEVICE, base64.b64decode(UUID), self.key.verify_key.encode())])
+        self.directory = os.path.abspath(self.mktemp())
+        self.api = ApiHarness(self, hbbs=hbbs, recording_dir=self.directory)
+        add_device(self.api)
+        self.api.add_user("bob", "bob-pass")
+        self.http = StubTreq(self.api.app.resource())
+        self.controlled = OfficialApiClient(self.http, "http://api.test", DEVICE, UUID)
+        self.controller = OfficialApiClient(self.http, "http://api.test", CONTROLLER)
+
+    def run_client(self, d):
+        self.http.flush()
+        return self.successResultOf(d)
+
+    def done(self, d):
+        return OfficialApiClient.done(self.run_client(d))
+
+    def test_a_session_as_both_clients_make_it(self):
+        controlled, controller = self.controlled, self.controller
+        self.run_client(controller.login("bob", "bob-pass"))
+        self.assertTrue(self.done(controlled.audit_open(17, 0, "203.0.113.5")))
+        self.assertTrue(self.done(controlled.audit_authorised(17, SESSION, CONTROLLER, "bob-pc")))
+        guid = OfficialApiClient.parsed(self.run_client(controller.audit_active(DEVICE, SESSION)))
+        self.assertTrue(self.done(controller.audit_note(DEVICE, SESSION, "mid-session")))
+        self.assertTrue(self.done(controlled.audit_file(CONTROLLER, 17, 0, "/srv", [("a", 9)])))
+        self.assertTrue(self.done(controlled.audit_alarm(2, {"ip": "203.0.113.5",
+                                                             "id": CONTROLLER, "name": "x"})))
+        self.assertTrue(self.done(controlled.audit_close(17, SESSION)))
+        self.assertTrue(self.done(controller.audit_put_note(guid, "end of session")))
+        [row] = rows(self.api, tables.audit_conn)
+        self.assertEqual((row["guid"], row["note"], row["controller_id"]),
+                         (guid, "end of session", CONTROLLER))
+        self.assertIsNotNone(row["closed_at"])
+        self.assertEqual(len(rows(self.api, tables.audit_file)), 1)
+        self.assertEqual(len(rows(self.api, tables.audit_alarm)), 1)
+
+        answer = self.run_client(controlled.switch_grant(self.key, now=self.api.clock.seconds()))
+        self.assertEqual(OfficialApiClient.parsed(answer), {"accepted": True})
+
+        ours = "&" + urlencode({"id": DEVICE, "uuid": UUID})
+        self.assertTrue(self.done(controlled.record("new", "s1_VP9.webm", query=ours)))
+        self.assertTrue(self.done(controlled.record("part", "s1_VP9.webm", b"frames", offset=0,
+                                                    query=ours)))
+        self.assertTrue(self.done(controlled.record("tail", "s1_VP9.webm", b"FR", offset=0,
+                                                    query=ours)))
+        with open(os.path.join(self.directory, DEVICE, "s1_VP9.webm"), "rb") as f:
+            self.assertEqual(f.read(), b"FRames")
+        failure = self.assertRaises(ApiCallError, OfficialApiClient.done, self.run_client(
+            controlled.record("new", "s2_VP9.webm")))
+        self.assertEqual(failure.status, 400)
