@@ -13,6 +13,9 @@ from . import openapi
 from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
 from .addressbooks import AddressBooks
+from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE, Audit
+from .recordings import Recordings
+from .switchgrants import SwitchGrants
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 
 
@@ -29,10 +32,14 @@ def at_once(f, *args):
 
 
 class ApiApp:
-    """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API."""
+    """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API;
+    :attr:`services` are the parts' timers, for the service that runs the app."""
 
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, ab_limits=None):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, ab_limits=None,
+                 audit_retention_days=DEFAULT_RETENTION_DAYS,
+                 audit_unknown_per_minute=DEFAULT_UNKNOWN_PER_MINUTE, recording_dir=None,
+                 recording_limits=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -47,6 +54,13 @@ class ApiApp:
         self.accounts.add_routes(self.router)
         self.address_books = AddressBooks(db, self.accounts.authenticate, ab_limits, max_body)
         self.address_books.add_routes(self.router)
+        self.audit = Audit(db, clock, self.hbbs, self.accounts.authenticate,
+                           audit_retention_days, audit_unknown_per_minute)
+        self.switch_grants = SwitchGrants(db, clock, self.hbbs)
+        self.recordings = Recordings(db, blocking, self.hbbs, recording_dir, recording_limits)
+        for part in (self.audit, self.switch_grants, self.recordings):
+            part.add_routes(self.router)
+        self.services = [self.audit.pruner, self.switch_grants.pruner]
         openapi.add_routes(self.router)
 
     def _login_options(self, call):

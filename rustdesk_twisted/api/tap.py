@@ -21,6 +21,8 @@ from ..wire.websocket import TrustedProxies
 from . import migrate
 from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME
 from .addressbooks import DEFAULT_MAX_PEERS, DEFAULT_MAX_TAGS, BookLimits
+from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE
+from .recordings import DEFAULT_MAX_FILE, DEFAULT_MAX_FILES, DEFAULT_QUOTA, RecordingLimits
 from .app import ApiApp, in_reactor_threads
 from .hbbs import HbbsLink
 from .db import Database, describe, engine_url
@@ -56,6 +58,21 @@ OPTIONS = [
      f"Entries one address book holds at most, recycle bin apart (default {DEFAULT_MAX_PEERS})."),
     ("ab-max-tags", None, "AB-MAX-TAGS",
      f"Tags one address book holds at most (default {DEFAULT_MAX_TAGS})."),
+    ("audit-retention-days", None, "AUDIT-RETENTION-DAYS",
+     f"Days audit logs are kept, pruned hourly (default {DEFAULT_RETENTION_DAYS}; 0 keeps "
+     "them)."),
+    ("audit-unknown-per-minute", None, "AUDIT-UNKNOWN-PER-MINUTE",
+     "Audit posts per minute and source from devices neither this API nor hbbs knows (default "
+     f"{DEFAULT_UNKNOWN_PER_MINUTE}); known devices are not limited."),
+    ("recording-dir", None, "RECORDING-DIR", "Where uploaded session recordings go, one "
+                                             "directory per device (default DATA_DIR/"
+                                             "recordings), or 'off'."),
+    ("recording-max-file", None, "RECORDING-MAX-FILE",
+     f"Largest recording in bytes (default {DEFAULT_MAX_FILE})."),
+    ("recording-quota", None, "RECORDING-QUOTA",
+     f"Bytes of recordings one device may store (default {DEFAULT_QUOTA})."),
+    ("recording-max-files", None, "RECORDING-MAX-FILES",
+     f"Recordings one device may store (default {DEFAULT_MAX_FILES})."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
     ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error."),
 ]
@@ -97,6 +114,17 @@ class ApiConfig:
             max_peer_one_ab=settings.integer("MAX-PEER-ONE-AB", 0, minimum=0, maximum=max_peers),
             max_peers=max_peers,
             max_tags=settings.integer("AB-MAX-TAGS", DEFAULT_MAX_TAGS, minimum=1, maximum=100_000))
+        self.audit_retention_days = settings.integer("AUDIT-RETENTION-DAYS",
+                                                     DEFAULT_RETENTION_DAYS, minimum=0)
+        self.audit_unknown_per_minute = settings.integer(
+            "AUDIT-UNKNOWN-PER-MINUTE", DEFAULT_UNKNOWN_PER_MINUTE, minimum=0)
+        recording_dir = settings.get("RECORDING-DIR") or os.path.join(self.data_dir,
+                                                                      "recordings")
+        self.recording_dir = None if recording_dir.lower() == "off" else recording_dir
+        self.recording_limits = RecordingLimits(
+            settings.integer("RECORDING-MAX-FILE", DEFAULT_MAX_FILE, minimum=1),
+            settings.integer("RECORDING-QUOTA", DEFAULT_QUOTA, minimum=1),
+            settings.integer("RECORDING-MAX-FILES", DEFAULT_MAX_FILES, minimum=1))
         proxies = settings.get("TRUSTED-PROXIES")
         try:
             self.trusted = (TrustedProxies(proxies.split(",")) if proxies is not None
@@ -149,7 +177,11 @@ class ApiService(service.MultiService):
             hbbs = HbbsLink(self.reactor, config.hbbs, config.peer_db, config.console, blocking)
             self.app = ApiApp(self.db, self.reactor, blocking,
                               token_lifetime=config.token_lifetime, trusted=config.trusted,
-                              max_body=config.max_body, hbbs=hbbs, ab_limits=config.ab_limits)
+                              max_body=config.max_body, hbbs=hbbs, ab_limits=config.ab_limits,
+                              audit_retention_days=config.audit_retention_days,
+                              audit_unknown_per_minute=config.audit_unknown_per_minute,
+                              recording_dir=config.recording_dir,
+                              recording_limits=config.recording_limits)
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
             except ValueError as e:
@@ -157,6 +189,8 @@ class ApiService(service.MultiService):
             listener = StreamServerEndpointService(endpoint, self.app.site())
             listener._raiseSynchronously = True
             listener.setServiceParent(self)
+            for timer in self.app.services:
+                timer.setServiceParent(self)
             super().startService()
         except BaseException:
             self.db.close()
@@ -172,6 +206,9 @@ class ApiService(service.MultiService):
             log.info("Online state from hbbs at {host}:{port}; peer keys from {db}",
                      host=config.hbbs[0], port=config.hbbs[1], db=config.peer_db,
                      event="banner")
+        log.info("Audit logs kept {days} days (0: for ever); recordings {recordings}",
+                 days=config.audit_retention_days,
+                 recordings=config.recording_dir or "off", event="banner")
         log.info("Passwords: argon2id t={time_cost} m={memory_cost}KiB p={parallelism}; tokens "
                  "valid {lifetime}s", lifetime=config.token_lifetime, event="banner",
                  **ARGON2_PARAMETERS)
