@@ -51,6 +51,12 @@ def describe(url):
     return url.render_as_string(hide_password=True)
 
 
+def reason(error):
+    """A database error in one line for an operator: the driver's message, no SQL, no traceback."""
+    original = getattr(error, "orig", None) or error
+    return " ".join(str(original).split()) or type(original).__name__
+
+
 class Database:
     """An engine plus the pool of threads its statements run in."""
 

@@ -98,7 +98,6 @@ class ApiService(service.MultiService):
     def startService(self):
         config = self.config
         self.db = Database(config.db_url, self.reactor)
-        self.db.open()
         try:
             migrate.upgrade(self.db)
             self.app = ApiApp(self.db, self.reactor, in_reactor_threads(self.reactor),
