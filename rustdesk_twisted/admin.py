@@ -547,7 +547,7 @@ def api_database(ctx, action):
         before, after = api_migrate.upgrade(database)
     finally:
         database.close()
-    place = api_migrate.where(url)
+    place = database.place
     if before == after:
         return f"{place}: already at schema revision {after}\n"
     return f"{place}: {'created at' if before is None else f'upgraded from {before} to'} " \

@@ -11,6 +11,7 @@ from twisted.internet.threads import deferToThreadPool
 from ..wire.websocket import TrustedProxies, client_address
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
+from .monitoring import Monitoring
 
 
 def in_reactor_threads(reactor):
@@ -27,7 +28,7 @@ def at_once(f, *args):
 
 class ApiApp:
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, admin_token=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -37,6 +38,8 @@ class ApiApp:
         self.router = Router()
         self.router.add("GET", "/api/login-options", self._login_options)
         self.accounts.add_routes(self.router)
+        self.monitoring = Monitoring(db, self.accounts, clock, admin_token)
+        self.monitoring.add_routes(self.router)
 
     def _login_options(self, call):
         """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""
@@ -46,7 +49,8 @@ class ApiApp:
         return client_address(request, self.trusted)[0]
 
     def resource(self):
-        return ApiResource(self.router, self.clock, self.client_ip)
+        return ApiResource(self.router, self.clock, self.client_ip,
+                           observe=self.monitoring.stats.observe)
 
     def site(self):
         return ApiSite(self.resource(), max_body=self.max_body, reactor=self.clock)

@@ -33,7 +33,7 @@ from .. import __version__
 from ..hbbs import dbfile
 from ..hbbs.dbfile import DatabaseRefused
 from ..logs import Logger
-from .db import describe, reason
+from .db import reason, where
 
 VERSION_TABLE = "api_schema_version"
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
@@ -53,11 +53,6 @@ def revisions(scripts=MIGRATIONS):
     """The revisions this code knows, oldest first."""
     return [script.revision for script in reversed(list(
         ScriptDirectory.from_config(alembic_config(scripts=scripts)).walk_revisions()))]
-
-
-def where(url):
-    """The database as an operator knows it: the file, or the URL without its password."""
-    return url.database if url.get_backend_name() == "sqlite" else describe(url)
 
 
 def examine(url):

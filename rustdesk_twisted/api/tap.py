@@ -39,6 +39,9 @@ OPTIONS = [
     ("trusted-proxies", None, "TRUSTED-PROXIES",
      "CIDRs whose X-Real-IP/X-Forwarded-For are believed (default 127.0.0.0/8,::1: hbbs's "
      "HTTP proxy and a local reverse proxy)."),
+    ("admin-token", None, "ADMIN-TOKEN", "Bearer token for /metrics from other hosts (this "
+                                         "host needs none); the one hbbs's admin listener takes."),
+    ("admin-token-file", None, "ADMIN-TOKEN-FILE", "File holding ADMIN-TOKEN."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
     ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error."),
 ]
@@ -70,6 +73,7 @@ class ApiConfig:
                                                minimum=60)
         self.max_body = settings.integer("MAX-BODY", DEFAULT_MAX_BODY, minimum=1024,
                                          maximum=256 * 1024 * 1024)
+        self.admin_token = settings.get("ADMIN-TOKEN") or None
         proxies = settings.get("TRUSTED-PROXIES")
         try:
             self.trusted = (TrustedProxies(proxies.split(",")) if proxies is not None
@@ -102,7 +106,7 @@ class ApiService(service.MultiService):
             migrate.upgrade(self.db)
             self.app = ApiApp(self.db, self.reactor, in_reactor_threads(self.reactor),
                               token_lifetime=config.token_lifetime, trusted=config.trusted,
-                              max_body=config.max_body)
+                              max_body=config.max_body, admin_token=config.admin_token)
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
             except ValueError as e:

@@ -29,6 +29,8 @@ OFFICIAL_PEER_COLUMNS = (
 LAST_SEEN_COLUMNS = (("guid", "blob", 1, 1), ("last_seen", "integer", 1, 0))
 SQLITE_HEADER = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm")
+MIN_FREE_BYTES = 16 << 20
+MIN_FREE_FRACTION = 0.1
 
 NEW, OFFICIAL, OURS = "new", "official", "ours"
 
@@ -181,3 +183,14 @@ def make_private(path):
             continue
         except OSError as e:
             raise DatabaseRefused(f"cannot make {name} private (mode 0600): {e.strerror}") from None
+
+
+def space_to_spare(path):
+    """Whether the disk of ``path`` has room for more than a WAL's slack: 16 MiB, or a tenth
+    of a small disk; a commit that worked on a nearly full disk is no recovery yet."""
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return True
+    free = fs.f_bavail * fs.f_frsize
+    return free >= min(MIN_FREE_BYTES, MIN_FREE_FRACTION * fs.f_blocks * fs.f_frsize)
