@@ -9,6 +9,8 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 
 from ..wire.websocket import TrustedProxies, client_address
+from . import openapi
+from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 from .monitoring import Monitoring
@@ -27,19 +29,25 @@ def at_once(f, *args):
 
 
 class ApiApp:
+    """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API."""
+
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY, admin_token=None):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, admin_token=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
         self.max_body = max_body
+        self.hbbs = hbbs if hbbs is not None else HbbsLink(clock)
         self.accounts = Accounts(db, blocking, token_lifetime)
         self.login_options = []
         self.router = Router()
-        self.router.add("GET", "/api/login-options", self._login_options)
+        self.router.add("GET", "/api/login-options", self._login_options,
+                        summary="The login dialog's third-party buttons",
+                        reply={"type": "array", "items": {"type": "string"}})
         self.accounts.add_routes(self.router)
         self.monitoring = Monitoring(db, self.accounts, clock, admin_token)
         self.monitoring.add_routes(self.router)
+        openapi.add_routes(self.router)
 
     def _login_options(self, call):
         """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""

@@ -105,7 +105,10 @@ class Database:
         self._failed_at = None
 
     def open(self):
-        """Create the engine and start the threads (at service start; may block briefly)."""
+        """Create the engine and start the threads (at service start; may block briefly);
+        once only."""
+        if self.engine is not None:
+            return
         if self.is_sqlite:
             path = self.url.database
             create_private(path)
