@@ -102,6 +102,8 @@ def upgrade(database, scripts=MIGRATIONS):
     before, tables = examine(url)
     known = revisions(scripts)
     due = check(before, tables, known, place)
+    if database.is_sqlite:
+        dbfile.check_writable(url.database)
     backup = None
     if due and before is not None and database.is_sqlite:
         backup = back_up(url.database, before)

@@ -29,8 +29,8 @@ DEFAULT_PORT = 21114
 
 # (long flag, short flag, setting name, help)
 OPTIONS = [
-    ("port", "p", "API-PORT", f"HTTP port (default {DEFAULT_PORT}: the rendezvous port minus 2, "
-                              "where clients look for the API)."),
+    ("port", "p", "API-PORT", f"HTTP port (default PORT-2, {DEFAULT_PORT}: the rendezvous port "
+                              "minus 2, where clients look for the API)."),
     ("bind", "b", "BIND", "IP address to listen on (default: all, dual-stack)."),
     ("listen", None, "API-LISTEN", "Endpoint to listen on instead (e.g. ssl:443:privateKey=…)."),
     ("data-dir", None, "DATA-DIR", "Directory of db_api.sqlite3 and .env (default: .)."),
@@ -73,7 +73,8 @@ class ApiConfig:
     def __init__(self, settings):
         self.settings = settings
         self.data_dir = settings.get("DATA-DIR") or "."
-        self.port = settings.integer("API-PORT", DEFAULT_PORT, minimum=1, maximum=65535)
+        rendezvous = settings.integer("PORT", DEFAULT_PORT + 2, minimum=3, maximum=65535)
+        self.port = settings.integer("API-PORT", rendezvous - 2, minimum=1, maximum=65535)
         self.bind = settings.get("BIND") or ""
         interface = self.bind.replace(":", "\\:") if self.bind else "\\:\\:"
         self.endpoint = settings.get("API-LISTEN") or f"tcp:{self.port}:interface={interface}"
