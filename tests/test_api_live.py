@@ -6,8 +6,6 @@ import json
 import os
 import sqlite3
 import stat
-import subprocess
-import sys
 
 import treq
 from sqlalchemy import insert
@@ -20,7 +18,7 @@ from rustdesk_twisted.api import migrate, tables
 from rustdesk_twisted.api.accounts import hash_password
 from rustdesk_twisted.api.db import Database, engine_url
 
-from .livesupport import REPOSITORY, free_port_block, start_twistd, stop_twistd
+from .livesupport import free_port_block, run_twistd, start_twistd, stop_twistd
 from .test_hbbs_disk import MountedTestCase
 
 LOGIN = {"username": "alice", "password": "alice-pass", "id": "123456789", "uuid": "dXVpZA==",
@@ -123,14 +121,9 @@ class ReadOnlyDiskTests(MountedTestCase):
         migrate.upgrade(db)
         db.close()
         self.remount(directory, "ro")
-        done = subprocess.run(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-             "--pidfile=", "rustdesk-api", "--data-dir", directory, "--listen", "tcp:0",
-             "--hbbs", "off"],
-            capture_output=True, text=True, timeout=60, cwd=REPOSITORY,
-            env=dict(os.environ, PYTHONPATH=REPOSITORY))
-        output = done.stdout + done.stderr
-        self.assertEqual(done.returncode, 1, output)
+        code, output = run_twistd("rustdesk-api", ["--data-dir", directory, "--listen", "tcp:0",
+                                                   "--hbbs", "off"])
+        self.assertEqual(code, 1, output)
         self.assertIn(f"rustdesk-api: the database {path} is read-only", output)
         self.assertNotIn("Traceback", output)
 

@@ -116,29 +116,26 @@ class FailingDatabaseTests(unittest.TestCase):
         self.addCleanup(engine.dispose)
         return engine
 
-    def break_database(self):
+    def database_works(self, works):
+        """SQLite: writes refused as in a read-only file (query_only); PostgreSQL: connections
+        refused as by a stopped server, the open ones cut."""
         if self.api.db.is_sqlite:
-            self.api.db.run_now(lambda c: c.exec_driver_sql("PRAGMA query_only=ON"))
+            self.api.db.run_now(lambda c: c.exec_driver_sql(
+                f"PRAGMA query_only={'OFF' if works else 'ON'}"))
             return
         name = make_url(self.postgres_url).database
         with self.server().connect() as connection:
-            connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            connection.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                       f"WHERE datname = '{name}'")
-
-    def repair_database(self):
-        if self.api.db.is_sqlite:
-            self.api.db.run_now(lambda c: c.exec_driver_sql("PRAGMA query_only=OFF"))
-            return
-        name = make_url(self.postgres_url).database
-        with self.server().connect() as connection:
-            connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            connection.exec_driver_sql(
+                f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if works else "false"}')
+            if not works:
+                connection.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM "
+                                           f"pg_stat_activity WHERE datname = '{name}'")
 
     def logged(self, event):
         return [e for e in self.events if e.get("event") == event]
 
     def test_503_json_one_line_each_way_and_readiness(self):
-        self.break_database()
+        self.database_works(False)
         for _ in range(3):
             reply = self.api.request("POST", "/api/login",
                                      {"username": "alice", "password": "secret-pass"})
@@ -155,7 +152,7 @@ class FailingDatabaseTests(unittest.TestCase):
         self.assertGreaterEqual(sample(text, "rustdesk_api_db_errors_total"), 3)
         self.assertEqual(sample(text, "rustdesk_api_db_failing"), 1)
 
-        self.repair_database()
+        self.database_works(True)
         self.assertEqual(self.api.request("GET", "/readyz").status, 503, "recovered at once")
         self.api.clock.advance(RECOVERY_HOLD)
         self.assertIsNotNone(self.api.login("alice"))
