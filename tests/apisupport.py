@@ -7,13 +7,11 @@ HTTP/1.1 to its site through in-memory transports, so every request is parsed
 exactly as on a socket.
 
 ``@on_both_backends`` on a test case adds its PostgreSQL twin: the same tests,
-each on a fresh PostgreSQL database of its own on the server that
-``RUSTDESK_TEST_POSTGRES`` names (a URL; without it the twin is skipped).
+each on a fresh PostgreSQL database of its own (tests/services.py).
 """
 
 import json
 import os
-import secrets
 import sys
 
 from twisted.internet.address import IPv4Address
@@ -29,34 +27,16 @@ from rustdesk_twisted.api.accounts import hash_password
 from rustdesk_twisted.api.app import ApiApp, at_once
 from rustdesk_twisted.api.db import Database, engine_url
 from rustdesk_twisted.api import tables
-from sqlalchemy import create_engine, insert
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy import insert
 from io import BytesIO
 
-POSTGRES = "RUSTDESK_TEST_POSTGRES"
+from .services import fresh_postgres_database
 
 
 def database_url(testcase):
     """The database a test works on: its fresh PostgreSQL one in a PostgreSQL twin, else a new
     SQLite file in its temporary directory."""
     return getattr(testcase, "postgres_url", None) or os.path.abspath(testcase.mktemp())
-
-
-def fresh_postgres_database(testcase):
-    """A new, empty database on the ``RUSTDESK_TEST_POSTGRES`` server, dropped after the test."""
-    server = make_url(os.environ[POSTGRES])
-    name = "rustdesk_test_" + secrets.token_hex(6)
-    engine = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-
-    def drop():
-        with engine.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        engine.dispose()
-    testcase.addCleanup(drop)
-    return server.set(database=name).render_as_string(hide_password=False)
 
 
 class _OnPostgres:
@@ -69,11 +49,10 @@ class _OnPostgres:
 
 def on_both_backends(cls):
     """Class decorator: keep ``cls`` (SQLite) and add ``<Name>OnPostgres`` beside it in its
-    module, the same tests on PostgreSQL (skipped when RUSTDESK_TEST_POSTGRES is unset)."""
+    module, the same tests on PostgreSQL (tests/services.py: skipped where PostgreSQL is not
+    installed, except in CI)."""
     twin = type(cls.__name__ + "OnPostgres", (_OnPostgres, cls),
                 {"__module__": cls.__module__, "__qualname__": cls.__qualname__ + "OnPostgres"})
-    if not os.environ.get(POSTGRES):
-        twin.skip = f"no PostgreSQL: set {POSTGRES} to the URL of a server to test on"
     setattr(sys.modules[cls.__module__], twin.__name__, twin)
     return cls
 

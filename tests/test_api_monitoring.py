@@ -1,8 +1,6 @@
 """The API's /healthz, /readyz and /metrics, and what a failing database does to requests:
 a 503 with a JSON error, one log line when it starts failing and one when it works again."""
 
-import os
-
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -10,10 +8,11 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from rustdesk_twisted.api.db import RECOVERY_HOLD
+from rustdesk_twisted.api.db import RECOVERY_HOLD, engine_url
 from rustdesk_twisted.api.monitoring import RequestStats
 
-from .apisupport import POSTGRES, ApiHarness, on_both_backends
+from .apisupport import ApiHarness, on_both_backends
+from .services import postgres_url
 
 TOKEN = "scrape-token"
 
@@ -111,7 +110,7 @@ class FailingDatabaseTests(unittest.TestCase):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def server(self):
-        engine = create_engine(make_url(os.environ[POSTGRES]), isolation_level="AUTOCOMMIT",
+        engine = create_engine(engine_url(postgres_url(), "."), isolation_level="AUTOCOMMIT",
                                poolclass=NullPool)
         self.addCleanup(engine.dispose)
         return engine
