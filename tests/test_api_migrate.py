@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, insert, select
@@ -103,6 +104,28 @@ class SchemaTests(unittest.TestCase):
             "select name, email, nickname from users").fetchall())
         self.assertEqual([tuple(row) for row in users], [("alice", "a@b.c", "")])
         self.assertEqual(db.run_now(lambda c: len(c.execute(select(tables.tokens)).all())), 1)
+
+    def test_revision_0002_keeps_address_book_entries(self):
+        db = self.database()
+        db.open()
+        with db.engine.begin() as connection:
+            command.upgrade(migrate.alembic_config(connection), "0001")
+        add_user_with_token(db)
+        db.run_now(lambda c: c.exec_driver_sql(
+            "insert into address_books (guid, name, owner_id, personal, note, password, version,"
+            " created_at, updated_at) values ('g', 'My', 1, true, '', '', 3, 1.0, 1.0)"))
+        db.run_now(lambda c: c.exec_driver_sql(
+            "insert into ab_peers (ab_id, peer_id, hash, password, username, hostname, platform,"
+            " alias, tags, note, force_always_relay, rdp_port, rdp_username, login_name,"
+            " updated_at) values (1, '123456789', '', '', '', '', '', '', '[]', '', false, '',"
+            " '', '', 1.0)"))
+        db.close()
+        db = self.database()
+        self.assertEqual(migrate.upgrade(db)[0], "0001")
+        peers = db.run_now(lambda c: c.execute(select(
+            tables.ab_peers.c.peer_id, tables.ab_peers.c.version,
+            tables.ab_peers.c.updated_by)).all())
+        self.assertEqual([tuple(row) for row in peers], [("123456789", 0, None)])
 
     def test_a_newer_revision_is_refused(self):
         db = self.database()

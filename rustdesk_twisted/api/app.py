@@ -12,6 +12,7 @@ from ..wire.websocket import TrustedProxies, client_address
 from . import openapi
 from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
+from .addressbooks import AddressBooks
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 from .monitoring import Monitoring
 
@@ -32,7 +33,8 @@ class ApiApp:
     """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API."""
 
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, admin_token=None):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, ab_limits=None,
+                 admin_token=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -45,6 +47,8 @@ class ApiApp:
                         summary="The login dialog's third-party buttons",
                         reply={"type": "array", "items": {"type": "string"}})
         self.accounts.add_routes(self.router)
+        self.address_books = AddressBooks(db, self.accounts.authenticate, ab_limits, max_body)
+        self.address_books.add_routes(self.router)
         self.monitoring = Monitoring(db, self.accounts, clock, admin_token)
         self.monitoring.add_routes(self.router)
         openapi.add_routes(self.router)

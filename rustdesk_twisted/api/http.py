@@ -302,3 +302,35 @@ class ApiSite(server.Site):
         """Requests are counted in /metrics; a line per request would log tokens' timing
         and flood the log under the 3-second heartbeats."""
 
+
+
+MAX_PAGE_SIZE = 1000
+MAX_PAGE = 1_000_000
+
+PAGE_QUERY = {
+    "current": {"type": "integer", "minimum": 1},
+    "pageSize": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+}
+
+
+def page_window(call, max_size=MAX_PAGE_SIZE):
+    """(offset, limit) of the client's 1-based ``current`` and ``pageSize`` (API.md 1.0).
+
+    A page size past ``max_size`` is refused rather than cut: the client steps
+    through pages with its own size, so a shorter page would make it skip entries."""
+    size = call.query_int("pageSize", 100, minimum=1)
+    if size > max_size:
+        raise bad_request(f"pageSize must be at most {max_size}")
+    current = call.query_int("current", 1, minimum=1, maximum=MAX_PAGE)
+    return (current - 1) * size, size
+
+
+def page_reply(total, data):
+    """One page as the client reads it: ``{"total": N, "data": [...]}``."""
+    return json_reply({"total": total, "data": data})
+
+
+def page_schema(item):
+    """The JSON Schema of a page of ``item``s."""
+    return {"type": "object", "required": ["total", "data"],
+            "properties": {"total": {"type": "integer"}, "data": {"type": "array", "items": item}}}

@@ -20,6 +20,7 @@ from ..startup import ExitOnStartupError
 from ..wire.websocket import TrustedProxies
 from . import migrate
 from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME
+from .addressbooks import DEFAULT_MAX_PEERS, DEFAULT_MAX_TAGS, BookLimits
 from .app import ApiApp, in_reactor_threads
 from .hbbs import HbbsLink
 from .db import Database, describe, engine_url
@@ -48,6 +49,13 @@ OPTIONS = [
     ("trusted-proxies", None, "TRUSTED-PROXIES",
      "CIDRs whose X-Real-IP/X-Forwarded-For are believed (default 127.0.0.0/8,::1: hbbs's "
      "HTTP proxy and a local reverse proxy)."),
+    ("max-peer-one-ab", None, "MAX-PEER-ONE-AB",
+     "Entries one address book may hold, as clients are told (default 0: no limit told; "
+     "--ab-max-peers still holds)."),
+    ("ab-max-peers", None, "AB-MAX-PEERS",
+     f"Entries one address book holds at most, recycle bin apart (default {DEFAULT_MAX_PEERS})."),
+    ("ab-max-tags", None, "AB-MAX-TAGS",
+     f"Tags one address book holds at most (default {DEFAULT_MAX_TAGS})."),
     ("admin-token", None, "ADMIN-TOKEN", "Bearer token for /metrics from other hosts (this "
                                          "host needs none); the one hbbs's admin listener takes."),
     ("admin-token-file", None, "ADMIN-TOKEN-FILE", "File holding ADMIN-TOKEN."),
@@ -87,6 +95,12 @@ class ApiConfig:
                                                minimum=60)
         self.max_body = settings.integer("MAX-BODY", DEFAULT_MAX_BODY, minimum=1024,
                                          maximum=256 * 1024 * 1024)
+        max_peers = settings.integer("AB-MAX-PEERS", DEFAULT_MAX_PEERS, minimum=1,
+                                     maximum=1_000_000)
+        self.ab_limits = BookLimits(
+            max_peer_one_ab=settings.integer("MAX-PEER-ONE-AB", 0, minimum=0, maximum=max_peers),
+            max_peers=max_peers,
+            max_tags=settings.integer("AB-MAX-TAGS", DEFAULT_MAX_TAGS, minimum=1, maximum=100_000))
         self.admin_token = settings.get("ADMIN-TOKEN") or None
         proxies = settings.get("TRUSTED-PROXIES")
         try:
@@ -139,7 +153,7 @@ class ApiService(service.MultiService):
             hbbs = HbbsLink(self.reactor, config.hbbs, config.peer_db, config.console, blocking)
             self.app = ApiApp(self.db, self.reactor, blocking,
                               token_lifetime=config.token_lifetime, trusted=config.trusted,
-                              max_body=config.max_body, hbbs=hbbs,
+                              max_body=config.max_body, hbbs=hbbs, ab_limits=config.ab_limits,
                               admin_token=config.admin_token)
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
@@ -166,6 +180,10 @@ class ApiService(service.MultiService):
         log.info("Passwords: argon2id t={time_cost} m={memory_cost}KiB p={parallelism}; tokens "
                  "valid {lifetime}s", lifetime=config.token_lifetime, event="banner",
                  **ARGON2_PARAMETERS)
+        limits = config.ab_limits
+        log.info("Address books: at most {peers} entries (clients told {told}) and {tags} tags "
+                 "each", peers=limits.peers, told=limits.max_peer_one_ab, tags=limits.max_tags,
+                 event="banner")
 
     def stopService(self):
         d = super().stopService()
