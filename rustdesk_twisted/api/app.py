@@ -17,6 +17,7 @@ from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE, Audit
 from .recordings import Recordings
 from .switchgrants import SwitchGrants
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
+from .monitoring import Monitoring
 
 
 def in_reactor_threads(reactor):
@@ -39,7 +40,7 @@ class ApiApp:
                  trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, ab_limits=None,
                  audit_retention_days=DEFAULT_RETENTION_DAYS,
                  audit_unknown_per_minute=DEFAULT_UNKNOWN_PER_MINUTE, recording_dir=None,
-                 recording_limits=None):
+                 recording_limits=None, admin_token=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -61,6 +62,8 @@ class ApiApp:
         for part in (self.audit, self.switch_grants, self.recordings):
             part.add_routes(self.router)
         self.services = [self.audit.pruner, self.switch_grants.pruner]
+        self.monitoring = Monitoring(db, self.accounts, clock, admin_token)
+        self.monitoring.add_routes(self.router)
         openapi.add_routes(self.router)
 
     def _login_options(self, call):
@@ -71,7 +74,8 @@ class ApiApp:
         return client_address(request, self.trusted)[0]
 
     def resource(self):
-        return ApiResource(self.router, self.clock, self.client_ip)
+        return ApiResource(self.router, self.clock, self.client_ip,
+                           observe=self.monitoring.stats.observe)
 
     def site(self):
         return ApiSite(self.resource(), max_body=self.max_body, reactor=self.clock)

@@ -32,8 +32,8 @@ DEFAULT_PORT = 21114
 
 # (long flag, short flag, setting name, help)
 OPTIONS = [
-    ("port", "p", "API-PORT", f"HTTP port (default {DEFAULT_PORT}: the rendezvous port minus 2, "
-                              "where clients look for the API)."),
+    ("port", "p", "API-PORT", f"HTTP port (default PORT-2, {DEFAULT_PORT}: the rendezvous port "
+                              "minus 2, where clients look for the API)."),
     ("bind", "b", "BIND", "IP address to listen on (default: all, dual-stack)."),
     ("listen", None, "API-LISTEN", "Endpoint to listen on instead (e.g. ssl:443:privateKey=…)."),
     ("data-dir", None, "DATA-DIR", "Directory of db_api.sqlite3 and .env (default: .)."),
@@ -73,6 +73,9 @@ OPTIONS = [
      f"Bytes of recordings one device may store (default {DEFAULT_QUOTA})."),
     ("recording-max-files", None, "RECORDING-MAX-FILES",
      f"Recordings one device may store (default {DEFAULT_MAX_FILES})."),
+    ("admin-token", None, "ADMIN-TOKEN", "Bearer token for /metrics from other hosts (this "
+                                         "host needs none); the one hbbs's admin listener takes."),
+    ("admin-token-file", None, "ADMIN-TOKEN-FILE", "File holding ADMIN-TOKEN."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
     ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error."),
 ]
@@ -95,7 +98,8 @@ class ApiConfig:
     def __init__(self, settings):
         self.settings = settings
         self.data_dir = settings.get("DATA-DIR") or "."
-        self.port = settings.integer("API-PORT", DEFAULT_PORT, minimum=1, maximum=65535)
+        rendezvous = settings.integer("PORT", DEFAULT_PORT + 2, minimum=3, maximum=65535)
+        self.port = settings.integer("API-PORT", rendezvous - 2, minimum=1, maximum=65535)
         self.bind = settings.get("BIND") or ""
         interface = self.bind.replace(":", "\\:") if self.bind else "\\:\\:"
         self.endpoint = settings.get("API-LISTEN") or f"tcp:{self.port}:interface={interface}"
@@ -125,6 +129,7 @@ class ApiConfig:
             settings.integer("RECORDING-MAX-FILE", DEFAULT_MAX_FILE, minimum=1),
             settings.integer("RECORDING-QUOTA", DEFAULT_QUOTA, minimum=1),
             settings.integer("RECORDING-MAX-FILES", DEFAULT_MAX_FILES, minimum=1))
+        self.admin_token = settings.get("ADMIN-TOKEN") or None
         proxies = settings.get("TRUSTED-PROXIES")
         try:
             self.trusted = (TrustedProxies(proxies.split(",")) if proxies is not None
@@ -170,7 +175,6 @@ class ApiService(service.MultiService):
     def startService(self):
         config = self.config
         self.db = Database(config.db_url, self.reactor)
-        self.db.open()
         try:
             migrate.upgrade(self.db)
             blocking = in_reactor_threads(self.reactor)
@@ -181,7 +185,8 @@ class ApiService(service.MultiService):
                               audit_retention_days=config.audit_retention_days,
                               audit_unknown_per_minute=config.audit_unknown_per_minute,
                               recording_dir=config.recording_dir,
-                              recording_limits=config.recording_limits)
+                              recording_limits=config.recording_limits,
+                              admin_token=config.admin_token)
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
             except ValueError as e:
