@@ -11,6 +11,7 @@ from twisted.internet.threads import deferToThreadPool
 from ..wire.websocket import TrustedProxies, client_address
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
+from .totp import TwoFactor
 
 
 def in_reactor_threads(reactor):
@@ -33,6 +34,7 @@ class ApiApp:
         self.trusted = trusted if trusted is not None else TrustedProxies()
         self.max_body = max_body
         self.accounts = Accounts(db, blocking, token_lifetime)
+        self.two_factor = TwoFactor(db, blocking)
         self.login_options = []
         self.router = Router()
         self.router.add("GET", "/api/login-options", self._login_options)
