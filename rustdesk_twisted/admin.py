@@ -1,4 +1,4 @@
-"""``rustdesk-admin``: keys, peers, backups and health checks on a data directory.
+"""``rustdesk-admin``: keys, peers, backups, health checks and API accounts of a data directory.
 
 Everything works on ``--data-dir`` (default ``.``), the directory hbbs and
 hbbr share.  Peer commands go to the running hbbs through its console socket
@@ -27,7 +27,11 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import react
 from twisted.python import lockfile
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from . import __version__, adminweb
+from .api import usercommands
+from .api.users import UserError
 from .config import ConfigError, layered_settings
 from .hbbr.tap import relay_ports
 from .hbbs import dbfile
@@ -439,7 +443,8 @@ def _common_options(parser, default):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="rustdesk-admin",
-        description="Keys, peers, backups and health checks of a RustDesk server data directory.")
+        description="Keys, peers, backups and health checks of a RustDesk server data "
+        "directory, and the API's users and tokens.")
     parser.add_argument("--version", action="version", version=f"rustdesk-admin {__version__}")
     _common_options(parser, None)
     parser.set_defaults(data_dir=".")
@@ -478,6 +483,7 @@ def build_parser():
     health.add_argument("--ready", action="store_true", help="ask /readyz (database, relays)")
     health.add_argument("--url", help="admin URL to ask instead of the configured one")
     health.add_argument("--timeout", type=float, default=5.0)
+    usercommands.add_commands(commands, command)
     return parser
 
 
@@ -525,6 +531,8 @@ def run(reactor, args, environ, out):
     elif command == "healthcheck":
         url = args.url or health_url(ctx.settings, args.relay, args.ready, ctx.data_dir)
         out.write((yield healthcheck(reactor, url, args.timeout)))
+    elif command in ("user", "token"):
+        usercommands.run(args, ctx.settings, ctx.data_dir, out, sys.stderr)
 
 
 @inlineCallbacks
@@ -583,7 +591,7 @@ def main(argv=None, environ=None):
 
         def failed(failure):
             failure.trap(AdminError, ConfigError, keys.KeyFileError, OSError, sqlite3.Error,
-                         tarfile.TarError, dbfile.DatabaseRefused)
+                         tarfile.TarError, dbfile.DatabaseRefused, UserError, SQLAlchemyError)
             sys.stderr.write(f"rustdesk-admin: {failure.value}\n")
             raise SystemExit(1)
 

@@ -127,6 +127,8 @@ def create_api_token(connection, owner, name, scopes, now, days=API_TOKEN_DAYS):
         user = existing_user(connection, owner)
     if not name or len(name) > tables.NAME:
         raise UserError(f"the token name must have 1-{tables.NAME} characters")
+    if not 1 <= days <= 36500:
+        raise UserError("a token is valid for 1 to 36500 days")
     token = new_token()
     connection.execute(insert(tables.tokens).values(**token_row(
         user["id"], token, now, days * 86400, kind="api", name=name,
