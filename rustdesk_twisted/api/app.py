@@ -11,6 +11,7 @@ from twisted.internet.threads import deferToThreadPool
 from ..wire.websocket import TrustedProxies, client_address
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
+from .oidc import Fetcher, Oidc, PendingLogins
 from .totp import TwoFactor
 
 
@@ -28,17 +29,22 @@ def at_once(f, *args):
 
 class ApiApp:
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, oidc_providers=(), public_url=None,
+                 oidc_fetcher=None, oidc_pending=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
         self.max_body = max_body
         self.accounts = Accounts(db, blocking, token_lifetime)
         self.two_factor = TwoFactor(db, blocking)
-        self.login_options = []
+        self.oidc = Oidc(oidc_providers, self.accounts, db, clock,
+                         oidc_fetcher or Fetcher(clock), public_url,
+                         oidc_pending if oidc_pending is not None else PendingLogins())
+        self.login_options = self.oidc.login_options()
         self.router = Router()
         self.router.add("GET", "/api/login-options", self._login_options)
         self.accounts.add_routes(self.router)
+        self.oidc.add_routes(self.router)
 
     def _login_options(self, call):
         """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""
