@@ -9,6 +9,8 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 
 from ..wire.websocket import TrustedProxies, client_address
+from . import openapi
+from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 from .oidc import Fetcher, Oidc, PendingLogins
@@ -28,13 +30,16 @@ def at_once(f, *args):
 
 
 class ApiApp:
+    """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API."""
+
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY, oidc_providers=(), public_url=None,
-                 oidc_fetcher=None, oidc_pending=None):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, oidc_providers=(),
+                 public_url=None, oidc_fetcher=None, oidc_pending=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
         self.max_body = max_body
+        self.hbbs = hbbs if hbbs is not None else HbbsLink(clock)
         self.accounts = Accounts(db, blocking, token_lifetime)
         self.two_factor = TwoFactor(db, blocking)
         self.oidc = Oidc(oidc_providers, self.accounts, db, clock,
@@ -42,9 +47,12 @@ class ApiApp:
                          oidc_pending if oidc_pending is not None else PendingLogins())
         self.login_options = self.oidc.login_options()
         self.router = Router()
-        self.router.add("GET", "/api/login-options", self._login_options)
+        self.router.add("GET", "/api/login-options", self._login_options,
+                        summary="The login dialog's third-party buttons",
+                        reply={"type": "array", "items": {"type": "string"}})
         self.accounts.add_routes(self.router)
         self.oidc.add_routes(self.router)
+        openapi.add_routes(self.router)
 
     def _login_options(self, call):
         """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""

@@ -148,8 +148,9 @@ class Router:
     ``auth`` is a function of the Call that authorises it (setting ``call.user``)
     or raises ApiError; it may return a Deferred.  ``summary``, ``body`` and
     ``reply`` (JSON Schemas of the request and success bodies; ``reply`` may be
-    the string "text" or "empty") and ``query`` (name -> JSON Schema) describe
-    the route in the OpenAPI document.
+    the string "text", "html" or "empty"; ``body`` may be ``{"form": schema}`` for
+    an HTML form post) and ``query`` (name -> JSON Schema) describe the route in
+    the OpenAPI document.
     """
 
     def __init__(self):
@@ -291,6 +292,7 @@ class ApiSite(server.Site):
     """A twisted.web Site with capped request bodies and no request log of its own."""
 
     requestFactory = CappedRequest
+    noisy = False
 
     def __init__(self, resource, max_body=DEFAULT_MAX_BODY, timeout=60, **kwargs):
         super().__init__(resource, timeout=timeout, **kwargs)

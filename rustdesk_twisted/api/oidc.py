@@ -651,4 +651,4 @@ class Oidc:
                    summary="Where the provider sends the browser back (an HTML page)",
                    query={"state": {"type": "string"}, "code": {"type": "string"},
                           "error": {"type": "string"}},
-                   reply="text")
+                   reply="html")

@@ -5,11 +5,14 @@ as for hbbs (PROTOCOL.md section 9).  The database is SQLite beside hbbs's
 (``DATA_DIR/db_api.sqlite3``, 0600) unless ``API_DB_URL=postgresql://…``.
 """
 
+import os
+
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 
 from .. import __version__, logs
 from ..config import ConfigError, layered_settings
+from ..hbbs.store import path_from_db_url
 from ..listeners import server_endpoint
 from ..logs import Logger
 from ..pluginoptions import PluginOptions
@@ -18,6 +21,7 @@ from ..wire.websocket import TrustedProxies
 from . import migrate
 from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME, hash_password
 from .app import ApiApp, in_reactor_threads
+from .hbbs import HbbsLink
 from .db import Database, describe, engine_url
 from .http import DEFAULT_MAX_BODY
 from .oidc import (
@@ -43,6 +47,11 @@ OPTIONS = [
     ("config", "c", None, "Extra INI file of settings (KEY=value lines)."),
     ("db-url", None, "API-DB-URL", "SQLite file path or postgresql://user:pass@host/db "
                                    "(default DATA_DIR/db_api.sqlite3)."),
+    ("hbbs", None, "HBBS", "host[:port] of the hbbs whose peers the API shows (default "
+                           "127.0.0.1:21116; its PORT-1 answers online queries), or 'off'. "
+                           "Its peer table (DB_URL, default DATA_DIR/db_v2.sqlite3) is read "
+                           "read-only, its console socket DATA_DIR/hbbs-console.sock drives "
+                           "release and change-ID."),
     ("token-lifetime", None, "TOKEN-LIFETIME",
      f"Seconds a login token stays valid (default {DEFAULT_TOKEN_LIFETIME})."),
     ("max-body", None, "MAX-BODY", f"Largest request body in bytes (default {DEFAULT_MAX_BODY})."),
@@ -94,6 +103,10 @@ class ApiConfig:
         interface = self.bind.replace(":", "\\:") if self.bind else "\\:\\:"
         self.endpoint = settings.get("API-LISTEN") or f"tcp:{self.port}:interface={interface}"
         self.db_url = engine_url(settings.get("API-DB-URL"), self.data_dir)
+        self.hbbs = _hbbs_address(settings.get("HBBS"))
+        self.peer_db = path_from_db_url(settings.get("DB-URL") or
+                                        os.path.join(self.data_dir, "db_v2.sqlite3"))
+        self.console = os.path.join(self.data_dir, "hbbs-console.sock")
         self.token_lifetime = settings.integer("TOKEN-LIFETIME", DEFAULT_TOKEN_LIFETIME,
                                                minimum=60)
         self.max_body = settings.integer("MAX-BODY", DEFAULT_MAX_BODY, minimum=1024,
@@ -127,6 +140,23 @@ class ApiConfig:
             raise ConfigError(str(e)) from None
 
 
+def _hbbs_address(text):
+    """(host, PORT-1) of the hbbs at ``text`` ("host[:port]"), or None for 'off'."""
+    text = (text or "127.0.0.1").strip()
+    if text.lower() == "off":
+        return None
+    host, port = text, 21116
+    if text.count(":") == 1 or text.startswith("["):
+        host, _, number = text.rpartition(":")
+        try:
+            port = int(number)
+        except ValueError:
+            raise ConfigError(f"HBBS must be host[:port] or 'off', got {text!r}") from None
+    if not 2 <= port <= 65535:
+        raise ConfigError(f"HBBS port out of range in {text!r}")
+    return host.strip("[]"), port - 1
+
+
 class ApiService(service.MultiService):
     """The database, the app and its listener; the database opens in ``startService``."""
 
@@ -146,10 +176,13 @@ class ApiService(service.MultiService):
         try:
             migrate.upgrade(self.db)
             self._first_administrator()
-            self.app = ApiApp(self.db, self.reactor, in_reactor_threads(self.reactor),
+            blocking = in_reactor_threads(self.reactor)
+            hbbs = HbbsLink(self.reactor, config.hbbs, config.peer_db, config.console, blocking)
+            self.app = ApiApp(self.db, self.reactor, blocking,
                               token_lifetime=config.token_lifetime, trusted=config.trusted,
-                              max_body=config.max_body, oidc_providers=config.oidc_providers,
-                              public_url=config.public_url, oidc_pending=PendingLogins(
+                              max_body=config.max_body, hbbs=hbbs,
+                              oidc_providers=config.oidc_providers, public_url=config.public_url,
+                              oidc_pending=PendingLogins(
                                   max_entries=config.oidc_pending,
                                   per_source=config.oidc_pending_per_source))
             try:
@@ -185,6 +218,10 @@ class ApiService(service.MultiService):
         log.info("rustdesk-twisted api {version}", version=__version__, event="banner")
         log.info("API_DB_URL={db}", db=describe(config.db_url), event="banner")
         log.info("Listening on http {endpoint}", endpoint=config.endpoint, event="banner")
+        if config.hbbs is not None:
+            log.info("Online state from hbbs at {host}:{port}; peer keys from {db}",
+                     host=config.hbbs[0], port=config.hbbs[1], db=config.peer_db,
+                     event="banner")
         log.info("Passwords: argon2id t={time_cost} m={memory_cost}KiB p={parallelism}; tokens "
                  "valid {lifetime}s", lifetime=config.token_lifetime, event="banner",
                  **ARGON2_PARAMETERS)
