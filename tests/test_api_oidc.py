@@ -11,8 +11,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.trial import unittest
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from rustdesk_twisted.api import tables
 from rustdesk_twisted.api.http import ApiError, Call
@@ -20,6 +22,7 @@ from rustdesk_twisted.api.oidc import (
     EXPIRED,
     NOT_YET,
     Directory,
+    Fetcher,
     OidcError,
     PendingLogins,
     Provider,
@@ -400,3 +403,60 @@ class PieceTests(unittest.TestCase):
     def test_basic_credentials_form_encode_each_part(self):
         self.assertEqual(base64.b64decode(basic_credentials("a b", "c:d").split()[1]),
                          b"a%20b:c%3Ad")
+
+
+class _Documents(Resource):
+    """A provider's HTTP server, as far as the Fetcher sees it."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def render(self, request):
+        self.seen.append((request.path, request.getHeader("authorization"),
+                          request.content.read()))
+        if request.path == b"/large":
+            return b'{"a": "' + b"x" * 4096 + b'"}'
+        if request.path == b"/refused":
+            request.setResponseCode(400)
+            return b'{"error": "invalid_grant"}'
+        return b'{"issuer": "here"}'
+
+
+class FetcherTests(unittest.TestCase):
+    """The treq side over real loopback sockets."""
+
+    def setUp(self):
+        from twisted.internet import reactor
+        self.documents = _Documents()
+        self.port = reactor.listenTCP(0, Site(self.documents), interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.base = f"http://127.0.0.1:{self.port.getHost().port}"
+        self.fetcher = Fetcher(reactor, max_size=1024)
+
+    @inlineCallbacks
+    def test_documents_forms_and_headers(self):
+        document = yield self.fetcher.get_json(self.base + "/doc", {"Authorization": "Bearer a"})
+        self.assertEqual(document, {"issuer": "here"})
+        yield self.fetcher.post_form(self.base + "/token", {"code": "c d", "x": "1"})
+        self.assertEqual(self.documents.seen, [(b"/doc", "Bearer a", b""),
+                                               (b"/token", None, b"code=c+d&x=1")])
+
+    @inlineCallbacks
+    def test_refusals_are_oidc_errors(self):
+        from twisted.internet import reactor
+        closed = reactor.listenTCP(0, Site(self.documents), interface="127.0.0.1")
+        closed_port = closed.getHost().port
+        yield closed.stopListening()
+        for url, words in ((self.base + "/refused", "HTTP 400 (invalid_grant)"),
+                           (self.base + "/large", "exceeds 1024"),
+                           (f"http://127.0.0.1:{closed_port}/", "cannot reach"),
+                           ("http://127.0.0.1:port/", "cannot reach")):
+            try:
+                yield self.fetcher.get_json(url)
+            except OidcError as e:
+                self.assertIn(words, str(e))
+            else:
+                self.fail(url)

@@ -30,7 +30,7 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
 from ..admission import source_key
@@ -134,14 +134,16 @@ class Fetcher:
         self.max_size = max_size
 
     def get_json(self, url, headers=None):
-        return self._json(treq.get(url, headers=headers, timeout=self.timeout,
-                                   reactor=self.reactor), url)
+        return self._json(treq.get, url, headers=headers)
 
     def post_form(self, url, fields, headers=None):
-        return self._json(treq.post(url, data=fields, headers=headers, timeout=self.timeout,
-                                    reactor=self.reactor), url)
+        return self._json(treq.post, url, data=fields, headers=headers)
 
-    def _json(self, d, url):
+    def _json(self, method, url, **kwargs):
+        """A new connection each time: these requests are rare (documents are cached), and
+        no idle connection outlives them."""
+        d = maybeDeferred(method, url, timeout=self.timeout, reactor=self.reactor,
+                          persistent=False, **kwargs)
         d.addCallback(self._read)
         d.addErrback(self._unreachable, url)
         return d
