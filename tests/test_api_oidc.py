@@ -146,7 +146,8 @@ class OidcFlowTests(unittest.TestCase):
             started["url"], "u-1", preferred_username="dana", email="dana@example.com",
             email_verified=True, name="Dana Scully"))
         self.assertEqual(back.status, 200)
-        self.assertIn(b"You can close this window", back.body)
+        self.assertIn(b"Signed in as dana on RustDesk 123456789 (box). You can close this window",
+                      back.body)
         self.assertEqual(back.header("content-type"), "text/html; charset=utf-8")
         self.assertIn("default-src 'none'", back.header("content-security-policy"))
         answer = self.poll(started["code"])
@@ -251,6 +252,14 @@ class OidcFlowTests(unittest.TestCase):
         self.assertEqual(self.poll("nothing"), {"error": EXPIRED})
         self.assertEqual(self.api.request("GET", "/api/oidc/auth-query").json(),
                          {"error": EXPIRED})
+
+    def test_unusable_discovery_documents(self):
+        for endpoint in ("http://[broken/auth", "ftp://idp.test/auth", 7):
+            self.make_api()
+            self.idp.metadata["authorization_endpoint"] = endpoint
+            reply = self.start()
+            self.assertEqual(reply.status, 502, endpoint)
+            self.assertIn("authorization_endpoint", reply.json()["error"])
 
     def test_unreachable_provider(self):
         self.idp.down = True

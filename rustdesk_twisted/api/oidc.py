@@ -40,7 +40,7 @@ from ..logtext import LimitLog, quoted
 from . import tables
 from .accounts import text_field, user_payload
 from .http import Reply, bad_request, json_reply
-from .users import add_user
+from .users import UserError, add_user
 
 CALLBACK_PATH = "/api/oidc/callback"
 PENDING_TTL = 180.0
@@ -188,7 +188,11 @@ def check_metadata(document, provider):
         raise OidcError(f"the discovery document is for issuer {document.get('issuer')!r}")
     for field in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
         value = document.get(field)
-        if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
+        try:
+            usable = isinstance(value, str) and urlsplit(value).scheme in ("http", "https")
+        except ValueError:
+            usable = False
+        if not usable:
             raise OidcError(f"the discovery document has no usable {field}")
     return document
 
@@ -616,11 +620,14 @@ class Oidc:
                       client=call.client_ip, provider=login.provider.name,
                       subject=quoted(user["oidc_subject"]), name=quoted(user["name"]), how=how,
                       event="api.oidc_signed_in")
-        return page(200, "Signed in", f"Signed in as {user['name']}. You can close this window "
-                    "and return to RustDesk.")
+        device = login.body["deviceInfo"].get("name")
+        device = f" ({device[:tables.NAME]})" if isinstance(device, str) and device else ""
+        return page(200, "Signed in", f"Signed in as {user['name']} on RustDesk "
+                    f"{login.body['id']}{device}. You can close this window and return to "
+                    "RustDesk.")
 
     def _failed(self, failure, login, call):
-        failure.trap(OidcError)
+        failure.trap(OidcError, UserError)
         login.error = f"OIDC login failed: {failure.value}"
         self.accounts.logins_failed += 1
         self.log.warn("{client} OIDC login with {provider} failed: {why}", client=call.client_ip,
