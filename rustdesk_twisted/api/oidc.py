@@ -438,8 +438,7 @@ class Oidc:
 
     log = Logger()
 
-    def __init__(self, providers, accounts, db, clock, fetcher, public_url=None, pending=None,
-                 limits=None):
+    def __init__(self, providers, accounts, db, clock, fetcher, public_url=None, pending=None):
         self.providers = {provider.name: provider for provider in providers}
         self.accounts = accounts
         self.db = db
@@ -448,7 +447,7 @@ class Oidc:
         self.fetcher = fetcher
         self.public_url = public_url.rstrip("/") if public_url else None
         self.pending = pending if pending is not None else PendingLogins()
-        self.limits = limits if limits is not None else LimitLog(self.log)
+        self.limits = LimitLog(self.log)
 
     def login_options(self):
         return [f"oidc/{name}" for name in self.providers]
