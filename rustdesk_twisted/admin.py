@@ -1,4 +1,4 @@
-"""``rustdesk-admin``: keys, peers, backups and health checks on a data directory.
+"""``rustdesk-admin``: keys, peers, backups, health checks and API accounts of a data directory.
 
 Everything works on ``--data-dir`` (default ``.``), the directory hbbs and
 hbbr share.  Peer commands go to the running hbbs through its console socket
@@ -27,9 +27,13 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import react
 from twisted.python import lockfile
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from . import __version__, adminweb
 from .api import migrate as api_migrate
 from .api.db import Database, engine_url
+from .api import usercommands
+from .api.users import UserError
 from .config import ConfigError, layered_settings
 from .hbbr.tap import relay_ports
 from .hbbs import dbfile
@@ -441,7 +445,8 @@ def _common_options(parser, default):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="rustdesk-admin",
-        description="Keys, peers, backups and health checks of a RustDesk server data directory.")
+        description="Keys, peers, backups and health checks of a RustDesk server data "
+        "directory, and the API's users and tokens.")
     parser.add_argument("--version", action="version", version=f"rustdesk-admin {__version__}")
     _common_options(parser, None)
     parser.set_defaults(data_dir=".")
@@ -486,6 +491,7 @@ def build_parser():
     command(api_actions, "current", help="the schema revision it is at (reads only)")
     command(api_actions, "upgrade", help="bring it to this version's schema, as the API "
             "server does at start, with the same backup (stop the API server first)")
+    usercommands.add_commands(commands, command)
     return parser
 
 
@@ -535,6 +541,8 @@ def run(reactor, args, environ, out):
         out.write((yield healthcheck(reactor, url, args.timeout)))
     elif command == "api-db":
         out.write(api_database(ctx, args.action))
+    elif command in ("user", "token"):
+        usercommands.run(args, ctx.settings, ctx.data_dir, out, sys.stderr)
 
 
 def api_database(ctx, action):
@@ -610,7 +618,7 @@ def main(argv=None, environ=None):
 
         def failed(failure):
             failure.trap(AdminError, ConfigError, keys.KeyFileError, OSError, sqlite3.Error,
-                         tarfile.TarError, dbfile.DatabaseRefused)
+                         tarfile.TarError, dbfile.DatabaseRefused, UserError, SQLAlchemyError)
             sys.stderr.write(f"rustdesk-admin: {failure.value}\n")
             raise SystemExit(1)
 

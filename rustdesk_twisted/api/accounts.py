@@ -58,6 +58,20 @@ def new_token():
     return secrets.token_urlsafe(32)
 
 
+def token_row(user_id, token, now, lifetime, kind="session", name="", scopes="", body=None,
+              ip=""):
+    """The ``tokens`` row of a new token: its hash, never the token."""
+    body = body or {}
+    info = body.get("deviceInfo")
+    return {
+        "user_id": user_id, "token_hash": token_hash(token), "kind": kind, "name": name,
+        "scopes": scopes, "rustdesk_id": _bounded(body.get("id")),
+        "device_uuid": _bounded(body.get("uuid"), tables.SHORT),
+        "device_info": json.dumps(info if isinstance(info, dict) else {})[:2000],
+        "ip": ip, "created_at": now, "expires_at": now + lifetime, "last_used_at": now,
+    }
+
+
 def user_payload(user):
     """The client's UserPayload; ``info`` always present (the Rust side has no default)."""
     return {
@@ -226,15 +240,7 @@ class Accounts:
     def issue_token(self, user_id, now, body, ip, kind="session", name="", scopes=""):
         """Deferred of a new bearer token for ``user_id`` (stored hashed)."""
         token = new_token()
-        row = {
-            "user_id": user_id, "token_hash": token_hash(token), "kind": kind, "name": name,
-            "scopes": scopes, "rustdesk_id": _bounded(body.get("id")),
-            "device_uuid": _bounded(body.get("uuid"), tables.SHORT),
-            "device_info": json.dumps(body.get("deviceInfo") if isinstance(
-                body.get("deviceInfo"), dict) else {})[:2000],
-            "ip": ip, "created_at": now, "expires_at": now + self.token_lifetime,
-            "last_used_at": now,
-        }
+        row = token_row(user_id, token, now, self.token_lifetime, kind, name, scopes, body, ip)
         return self.db.run(lambda c: c.execute(insert(tables.tokens).values(**row))).addCallback(
             lambda _: token)
 
@@ -285,15 +291,26 @@ class Accounts:
             return self._failed(call, name, "second factor expired or unknown")
         code = body.get("tfaCode") or body.get("verificationCode")
         d = self.db.run(_user_by_id, user_id)
-        d.addCallback(lambda user: self.blocking(_check_second_factor, self.db, user, code,
-                                                 call.now))
+        d.addCallback(lambda user: self.blocking(_check_second_factor, user, code, call.now))
         d.addCallback(self._second_factor_checked, call, body, name)
         return d
 
-    def _second_factor_checked(self, user, call, body, name):
-        if user is None:
+    def _second_factor_checked(self, checked, call, body, name):
+        if checked is None:
             return self._failed(call, name, "wrong second-factor code")
-        return self._logged_in(user, call, body)
+        user, backups_left = checked
+        if backups_left is None:
+            return self._logged_in(user, call, body)
+        d = self.db.run(_use_backup_code, user["id"], user["totp_backup"], backups_left)
+
+        def used(consumed):
+            if not consumed:
+                return self._failed(call, name, "backup code used concurrently")
+            self.log.info("{client} user {name} used a backup code, {left} left",
+                          client=call.client_ip, name=quoted(user["name"]),
+                          left=len(json.loads(backups_left)), event="api.backup_code_used")
+            return self._logged_in(user, call, body)
+        return d.addCallback(used)
 
     def _failed(self, call, name, why):
         self.logins_failed += 1
@@ -360,20 +377,27 @@ def _check_password(user, password):
     return user if password_matches(user["password_hash"], password) else None
 
 
-def _check_second_factor(db, user, code, now):
-    """``user`` when ``code`` is its TOTP code or one of its unused backup codes (used up)."""
+def _check_second_factor(user, code, now):
+    """``(user, None)`` for its TOTP code, ``(user, backups left as JSON)`` for one of its
+    unused backup codes, None otherwise.  CPU work (argon2): runs off the reactor, and
+    leaves the database to :func:`_use_backup_code`."""
     if user is None or user["status"] != 1 or not isinstance(code, str):
         return None
     if totp_matches(user["totp_secret"], code, now):
-        return user
+        return user, None
     backups = json.loads(user["totp_backup"] or "[]")
     for stored in backups:
         if password_matches(stored, code.strip()):
-            remaining = [b for b in backups if b != stored]
-            db.run_now(lambda c: c.execute(update(tables.users).where(
-                tables.users.c.id == user["id"]).values(totp_backup=json.dumps(remaining))))
-            return user
+            return user, json.dumps([b for b in backups if b != stored])
     return None
+
+
+def _use_backup_code(connection, user_id, before, after):
+    """Strike the used code; False when another login changed the codes first (each
+    backup code logs in once, even when two logins race with it)."""
+    u = tables.users
+    return connection.execute(update(u).where(u.c.id == user_id, u.c.totp_backup == before)
+                              .values(totp_backup=after)).rowcount == 1
 
 
 def _user_by_name(connection, name):

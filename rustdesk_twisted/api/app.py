@@ -18,6 +18,8 @@ from .recordings import Recordings
 from .switchgrants import SwitchGrants
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 from .monitoring import Monitoring
+from .oidc import Fetcher, Oidc, PendingLogins
+from .totp import TwoFactor
 
 
 def in_reactor_threads(reactor):
@@ -40,14 +42,19 @@ class ApiApp:
                  trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, ab_limits=None,
                  audit_retention_days=DEFAULT_RETENTION_DAYS,
                  audit_unknown_per_minute=DEFAULT_UNKNOWN_PER_MINUTE, recording_dir=None,
-                 recording_limits=None, admin_token=None):
+                 recording_limits=None, admin_token=None, oidc_providers=(),
+                 public_url=None, oidc_fetcher=None, oidc_pending=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
         self.max_body = max_body
         self.hbbs = hbbs if hbbs is not None else HbbsLink(clock)
         self.accounts = Accounts(db, blocking, token_lifetime)
-        self.login_options = []
+        self.two_factor = TwoFactor(db, blocking)
+        self.oidc = Oidc(oidc_providers, self.accounts, db, clock,
+                         oidc_fetcher or Fetcher(clock), public_url,
+                         oidc_pending if oidc_pending is not None else PendingLogins())
+        self.login_options = self.oidc.login_options()
         self.router = Router()
         self.router.add("GET", "/api/login-options", self._login_options,
                         summary="The login dialog's third-party buttons",
@@ -64,6 +71,7 @@ class ApiApp:
         self.services = [self.audit.pruner, self.switch_grants.pruner]
         self.monitoring = Monitoring(db, self.accounts, clock, admin_token)
         self.monitoring.add_routes(self.router)
+        self.oidc.add_routes(self.router)
         openapi.add_routes(self.router)
 
     def _login_options(self, call):

@@ -87,6 +87,9 @@ users = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("oidc_provider", "oidc_subject", name="uq_users_oidc"),
+    # A TOTP secret shown for enrolment, active (moved to totp_secret) once a first code
+    # from it is confirmed.
+    Column("totp_pending", String(64)),
 )
 
 tokens = Table(

@@ -19,14 +19,24 @@ from ..pluginoptions import PluginOptions
 from ..startup import ExitOnStartupError
 from ..wire.websocket import TrustedProxies
 from . import migrate
-from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME
 from .addressbooks import DEFAULT_MAX_PEERS, DEFAULT_MAX_TAGS, BookLimits
 from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE
 from .recordings import DEFAULT_MAX_FILE, DEFAULT_MAX_FILES, DEFAULT_QUOTA, RecordingLimits
+from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME, hash_password
 from .app import ApiApp, in_reactor_threads
 from .hbbs import HbbsLink
 from .db import Database, describe, engine_url
 from .http import DEFAULT_MAX_BODY
+from .oidc import (
+    CALLBACK_PATH,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_PENDING_PER_SOURCE,
+    PENDING_TTL,
+    PendingLogins,
+    check_url,
+    providers_from_settings,
+)
+from .users import UserError, add_user, check_name, check_password, count_users
 
 DEFAULT_PORT = 21114
 
@@ -76,6 +86,24 @@ OPTIONS = [
     ("admin-token", None, "ADMIN-TOKEN", "Bearer token for /metrics from other hosts (this "
                                          "host needs none); the one hbbs's admin listener takes."),
     ("admin-token-file", None, "ADMIN-TOKEN-FILE", "File holding ADMIN-TOKEN."),
+    ("initial-admin", None, "INITIAL-ADMIN",
+     "Create this administrator at start if no user exists yet, with the password from "
+     "INITIAL_ADMIN_PASSWORD_FILE (default: none; see rustdesk-admin user add)."),
+    ("oidc", None, "OIDC",
+     "Comma-separated OIDC provider names, each a button in the client's login dialog; NAME is "
+     "set up by OIDC_NAME_ISSUER, OIDC_NAME_CLIENT_ID, OIDC_NAME_CLIENT_SECRET_FILE, "
+     "OIDC_NAME_SCOPES, OIDC_NAME_SIGNUP=Y, OIDC_NAME_LINK_EMAIL=Y in the environment, .env or "
+     "--config (default: none)."),
+    ("public-url", None, "PUBLIC-URL",
+     f"The API's address as browsers reach it (https://rd.example.com); providers send them "
+     f"back to PUBLIC_URL{CALLBACK_PATH} (default: http:// and the request's Host header, "
+     "which the client chooses: set it when OIDC is on)."),
+    ("oidc-pending", None, "OIDC-PENDING",
+     f"OIDC logins in progress at most, each kept {PENDING_TTL:.0f}s (default "
+     f"{DEFAULT_MAX_PENDING})."),
+    ("oidc-pending-per-source", None, "OIDC-PENDING-PER-SOURCE",
+     f"OIDC logins in progress per client address, IPv6 per /64 (default "
+     f"{DEFAULT_PENDING_PER_SOURCE})."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
     ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error."),
 ]
@@ -136,6 +164,22 @@ class ApiConfig:
                             else TrustedProxies())
         except ValueError as e:
             raise ConfigError(f"invalid TRUSTED-PROXIES: {e}") from None
+        self.oidc_providers = providers_from_settings(settings)
+        public_url = settings.get("PUBLIC-URL")
+        self.public_url = check_url(public_url, "PUBLIC-URL") if public_url else None
+        self.oidc_pending = settings.integer("OIDC-PENDING", DEFAULT_MAX_PENDING, minimum=1)
+        self.oidc_pending_per_source = settings.integer(
+            "OIDC-PENDING-PER-SOURCE", DEFAULT_PENDING_PER_SOURCE, minimum=1)
+        self.initial_admin = settings.get("INITIAL-ADMIN") or None
+        self.initial_admin_password = None
+        if self.initial_admin is not None:
+            try:
+                check_name(self.initial_admin)
+                self.initial_admin_password = check_password(
+                    settings.get("INITIAL-ADMIN-PASSWORD") or "")
+            except UserError as e:
+                raise ConfigError(f"INITIAL-ADMIN: {e} (the password comes from "
+                                  "INITIAL_ADMIN_PASSWORD_FILE)") from None
         try:
             self.log_format = logs.check_format(settings.get("LOG-FORMAT"))
             self.log_level = logs.check_level(settings.get("LOG-LEVEL"))
@@ -177,6 +221,7 @@ class ApiService(service.MultiService):
         self.db = Database(config.db_url, self.reactor)
         try:
             migrate.upgrade(self.db)
+            self._first_administrator()
             blocking = in_reactor_threads(self.reactor)
             hbbs = HbbsLink(self.reactor, config.hbbs, config.peer_db, config.console, blocking)
             self.app = ApiApp(self.db, self.reactor, blocking,
@@ -186,7 +231,11 @@ class ApiService(service.MultiService):
                               audit_unknown_per_minute=config.audit_unknown_per_minute,
                               recording_dir=config.recording_dir,
                               recording_limits=config.recording_limits,
-                              admin_token=config.admin_token)
+                              admin_token=config.admin_token,
+                              oidc_providers=config.oidc_providers, public_url=config.public_url,
+                              oidc_pending=PendingLogins(
+                                  max_entries=config.oidc_pending,
+                                  per_source=config.oidc_pending_per_source))
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
             except ValueError as e:
@@ -201,6 +250,21 @@ class ApiService(service.MultiService):
             self.db.close()
             raise
         self._banner()
+
+    def _first_administrator(self):
+        """INITIAL_ADMIN on an empty user table; else say how to create the first user."""
+        if self.db.run_now(count_users):
+            return
+        name = self.config.initial_admin
+        if name is None:
+            self.log.warn("No API user yet: create the first administrator with "
+                          "`rustdesk-admin user add NAME --admin` (or set INITIAL_ADMIN and "
+                          "INITIAL_ADMIN_PASSWORD_FILE)", event="api.no_users")
+            return
+        self.db.run_now(add_user, name, hash_password(self.config.initial_admin_password),
+                        self.reactor.seconds(), is_admin=True)
+        self.log.info("Created the first administrator {name} (INITIAL_ADMIN)", name=name,
+                      event="api.initial_admin")
 
     def _banner(self):
         config, log = self.config, self.log
@@ -221,6 +285,17 @@ class ApiService(service.MultiService):
         log.info("Address books: at most {peers} entries (clients told {told}) and {tags} tags "
                  "each", peers=limits.peers, told=limits.max_peer_one_ab, tags=limits.max_tags,
                  event="banner")
+        for provider in config.oidc_providers:
+            log.info("OIDC provider {name}: {issuer}, client {client}{signup}",
+                     name=provider.name, issuer=provider.issuer, client=provider.client_id,
+                     signup=", sign-up on first login" if provider.signup else "",
+                     event="banner")
+        if config.oidc_providers and config.public_url is None:
+            log.warn("OIDC redirect URI from each request's Host header: set PUBLIC-URL to the "
+                     "address registered with the providers", event="banner")
+        elif config.oidc_providers:
+            log.info("OIDC redirect URI {uri}", uri=config.public_url.rstrip("/") + CALLBACK_PATH,
+                     event="banner")
 
     def stopService(self):
         d = super().stopService()
