@@ -11,6 +11,8 @@ from twisted.internet.threads import deferToThreadPool
 from ..wire.websocket import TrustedProxies, client_address
 from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
+from .devices import DEFAULT_MAX_DEVICES, DEFAULT_SEEN_INTERVAL, Devices
+from .groups import Groups
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 
 
@@ -30,7 +32,8 @@ class ApiApp:
     """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API."""
 
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None,
+                 max_devices=DEFAULT_MAX_DEVICES, seen_interval=DEFAULT_SEEN_INTERVAL):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -41,6 +44,17 @@ class ApiApp:
         self.router = Router()
         self.router.add("GET", "/api/login-options", self._login_options)
         self.accounts.add_routes(self.router)
+        self.devices = Devices(db, clock, self.hbbs, self.accounts, max_devices, seen_interval)
+        self.devices.add_routes(self.router)
+        Groups(db, self.accounts).add_routes(self.router)
+
+    def start(self):
+        """Load what the parts keep in memory (the database is open and migrated)."""
+        self.devices.start()
+
+    def stop(self):
+        """Deferred of the parts' last writes, before the database closes."""
+        return self.devices.stop()
 
     def _login_options(self, call):
         """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""

@@ -301,3 +301,25 @@ class ApiSite(server.Site):
         """Requests are counted in /metrics; a line per request would log tokens' timing
         and flood the log under the 3-second heartbeats."""
 
+
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+PAGE_QUERY = {"current": {"type": "integer", "minimum": 1},
+              "pageSize": {"type": "integer", "minimum": 1}}
+
+
+def page_window(call):
+    """``(offset, limit)`` from the client's ``current`` (1-based) and ``pageSize``."""
+    current = call.query_int("current", 1, minimum=1, maximum=1_000_000_000)
+    size = call.query_int("pageSize", DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+    return (current - 1) * size, size
+
+
+def paged_reply(call, items, shape=None):
+    """``{"total", "data"}`` of one page of ``items`` (API.md 1.0 pagination), each item on
+    the page passed through ``shape`` when given."""
+    offset, limit = page_window(call)
+    page = items[offset:offset + limit]
+    return json_reply({"total": len(items),
+                       "data": [shape(item) for item in page] if shape else page})
