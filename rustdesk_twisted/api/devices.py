@@ -40,7 +40,8 @@ NO_KEYS = frozenset()
 TELEMETRY = {"cpu": tables.SHORT, "memory": tables.NAME, "os": tables.SHORT,
              "hostname": tables.SHORT, "username": tables.SHORT, "version": tables.NAME}
 # The assignment fields of ``--assign`` (API.md 1.7) and their bounds; sysinfo sends the
-# same as ``preset-<name with dashes>`` options (1.2).
+# same as ``preset-<name with dashes>`` options (1.2), except the two device names, which
+# the client writes over username and hostname itself.
 ASSIGNMENT = {"user_name": tables.NAME, "strategy_name": tables.NAME,
               "device_group_name": tables.NAME, "note": tables.NOTE,
               "address_book_name": tables.NAME, "address_book_tag": tables.NAME,
@@ -48,7 +49,7 @@ ASSIGNMENT = {"user_name": tables.NAME, "strategy_name": tables.NAME,
               "address_book_note": tables.NOTE, "device_username": tables.SHORT,
               "device_name": tables.SHORT}
 PRESETS = {"preset-" + name.replace("_", "-"): name for name in ASSIGNMENT
-           if not name.startswith("device_")}
+           if name not in ("device_username", "device_name")}
 PLATFORMS = {"windows": "Windows", "linux": "Linux", "macos": "Mac OS", "android": "Android"}
 
 _STRING = {"type": "string"}
