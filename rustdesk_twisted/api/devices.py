@@ -370,6 +370,7 @@ class Devices:
             return self._uuid_refused(call, rustdesk_id)
         if not self._room_for(rustdesk_id, call.client_ip, call.now):
             return text_reply(TOO_MANY_DEVICES)
+        telemetry["ip"] = call.client_ip
         d = self.db.run(_save_sysinfo, rustdesk_id, uuid, telemetry, presets, call.now)
         d.addCallback(self._sysinfo_saved, call, rustdesk_id)
         return d
