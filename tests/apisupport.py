@@ -40,9 +40,11 @@ class Response:
 
 
 class ApiHarness:
-    def __init__(self, testcase, url=None, **app_options):
-        self.clock = MemoryReactorClock()
-        self.clock.advance(1_800_000_000)
+    def __init__(self, testcase, url=None, clock=None, **app_options):
+        if clock is None:
+            clock = MemoryReactorClock()
+            clock.advance(1_800_000_000)
+        self.clock = clock
         path = testcase.mktemp()
         self.db = Database(engine_url(url, ".") if url else engine_url(path, "."), self.clock,
                            in_thread_pool=False)
