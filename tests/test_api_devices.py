@@ -5,20 +5,32 @@ import base64
 import json
 import os
 import sqlite3
+from io import BytesIO
 
 from sqlalchemy import insert, select, update
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
 
 from rustdesk_twisted.api import tables
 from rustdesk_twisted.api.app import ApiApp, at_once
-from rustdesk_twisted.api.devices import SYSINFO_REFRESH, Disconnects
+from rustdesk_twisted.api.devices import (
+    DEFAULT_MAX_DEVICES,
+    DEFAULT_SEEN_INTERVAL,
+    SYSINFO_REFRESH,
+    Disconnects,
+)
 from rustdesk_twisted.api.groups import Access
 from rustdesk_twisted.api.hbbs import HbbsLink
+from rustdesk_twisted.api.tap import Options, build_config
+from rustdesk_twisted.config import ConfigError
 from rustdesk_twisted.hbbs.store import OFFICIAL_SCHEMA
 
 from .apisupport import ApiHarness
+from .livesupport import free_port_block, start_twistd, stop_twistd
 
 UUID_A = base64.b64encode(b"machine-a").decode()
 UUID_B = base64.b64encode(b"machine-b").decode()
@@ -675,3 +687,55 @@ class GroupTabTests(DeviceTestCase):
         self.assertIsNone(self.device("100"))
         self.assertEqual(self.heartbeat(rustdesk_id="100", uuid=UUID_A + "100"),
                          {"sysinfo": True})
+
+
+class OptionTests(unittest.TestCase):
+    def config(self, *args):
+        options = Options()
+        options.parseOptions(["--data-dir", self.mktemp(), *args])
+        return build_config(options, environ={})
+
+    def test_device_options_and_their_defaults(self):
+        config = self.config()
+        self.assertEqual((config.max_devices, config.seen_interval),
+                         (DEFAULT_MAX_DEVICES, DEFAULT_SEEN_INTERVAL))
+        config = self.config("--max-devices", "5", "--last-seen-interval", "10")
+        self.assertEqual((config.max_devices, config.seen_interval), (5, 10))
+        for bad in (["--max-devices", "0"], ["--last-seen-interval", "0"]):
+            self.assertRaises(ConfigError, self.config, *bad)
+        self.assertIn("--max-devices", str(Options()))
+        self.assertIn("--last-seen-interval", str(Options()))
+
+
+class LiveTests(unittest.TestCase):
+    """A real ``twistd rustdesk-api``: the pending last-seen batch is written as it stops."""
+
+    @inlineCallbacks
+    def test_stop_writes_last_seen(self):
+        from twisted.internet import reactor
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        port = free_port_block((0,))
+        process = yield start_twistd(reactor, "rustdesk-api", [
+            "-p", str(port), "-b", "127.0.0.1", "--hbbs", "off", "--data-dir", directory,
+            "--last-seen-interval", "3600"], directory, b"Devices: at most").ready
+        self.addCleanup(stop_twistd, process)
+        agent = Agent(reactor)
+
+        @inlineCallbacks
+        def post(path, body):
+            response = yield agent.request(
+                b"POST", f"http://127.0.0.1:{port}{path}".encode(),
+                Headers({b"content-type": [b"application/json"]}),
+                FileBodyProducer(BytesIO(json.dumps(body).encode())))
+            return (yield readBody(response))
+        self.assertEqual((yield post("/api/sysinfo", SYSINFO)), b"SYSINFO_UPDATED")
+        self.assertEqual((yield post("/api/heartbeat", {"id": SYSINFO["id"], "uuid": UUID_A,
+                                                        "ver": 1004002, "modified_at": 0})),
+                         b"{}")
+        yield stop_twistd(process)
+        connection = sqlite3.connect(os.path.join(directory, "db_api.sqlite3"))
+        self.addCleanup(connection.close)
+        sysinfo_at, last_seen = connection.execute(
+            "select sysinfo_at, last_seen from devices").fetchone()
+        self.assertGreater(last_seen, sysinfo_at)
