@@ -267,6 +267,8 @@ class HeartbeatTests(DeviceTestCase):
         self.devices.disconnect("123456789", 7)
         self.assertEqual(self.heartbeat(conns=[7, 8]), {"disconnect": [7, 8]})
         self.assertEqual(self.heartbeat(conns=[7, 8]), {})
+        for bad in (2**31, "7", 1.5):
+            self.assertRaises(ValueError, self.devices.disconnect, "123456789", bad)
 
     def test_disconnect_requests_expire(self):
         self.sysinfo()

@@ -238,7 +238,6 @@ class Devices:
         self.kept = set()
         self.started_at = 0
         self.sysinfo_generation = 0
-        self.heartbeats = 0
         self.loop = LoopingCall(self.flush)
         self.loop.clock = clock
 
@@ -335,7 +334,6 @@ class Devices:
             raise bad_request("id and uuid must be strings")
         if type(stamp) is not int:
             raise bad_request("modified_at must be an integer")
-        self.heartbeats += 1
         device = self.directory.get(rustdesk_id)
         if device is None:
             return json_reply({"sysinfo": True})
@@ -462,8 +460,12 @@ class Devices:
     def disconnect(self, rustdesk_id, conn_id):
         """Ask a device to close one incoming connection at its next heartbeat.
 
-        False when the request table is full.  Kept for :data:`DISCONNECT_TTL` seconds."""
-        return self.disconnects.add(rustdesk_id, int(conn_id), self.clock.seconds())
+        False when the request table is full.  Kept for :data:`DISCONNECT_TTL` seconds.
+        The client reads the ids as 32-bit signed integers and drops the whole list if one
+        is not."""
+        if type(conn_id) is not int or not -2**31 <= conn_id < 2**31:
+            raise ValueError(f"a connection id is a 32-bit integer, not {conn_id!r}")
+        return self.disconnects.add(rustdesk_id, conn_id, self.clock.seconds())
 
     def listing(self, viewer=None, offset=0, limit=100, search=""):
         """Deferred of ``{"total", "data"}``: the devices ``viewer`` (a user row; None: all)
