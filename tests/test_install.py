@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from .livesupport import REPOSITORY
 from .test_readme import readme_blocks
 
-PLUGIN_FILES = ["rustdesk_hbbr.py", "rustdesk_hbbs.py", "rustdesk_server.py"]
+PLUGIN_FILES = ["rustdesk_api.py", "rustdesk_hbbr.py", "rustdesk_hbbs.py", "rustdesk_server.py"]
 OFFLINE = {"PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "PIP_NO_BUILD_ISOLATION": "0",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
