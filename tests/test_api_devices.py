@@ -123,17 +123,23 @@ class SysinfoTests(DeviceTestCase):
         self.assertEqual(self.sysinfo(hostname="again").body, b"SYSINFO_UPDATED")
         self.assertEqual((self.device()["hostname"], self.device()["status"]), ("again", 0))
 
-    def test_overlong_telemetry_is_cut_to_its_column(self):
-        self.sysinfo(hostname="h" * 1000)
-        self.assertEqual(self.device()["hostname"], "h" * tables.SHORT)
+    def test_overlong_telemetry_is_cut_to_its_column_and_nul_dropped(self):
+        self.sysinfo(hostname="h" * 1000, cpu="a\x00b", **{"preset-note": "n\x00"})
+        row = self.device()
+        self.assertEqual((row["hostname"], row["cpu"], row["note"]),
+                         ("h" * tables.SHORT, "ab", "n"))
 
     def test_bad_bodies_get_a_json_4xx(self):
         for raw, why in [(b"{not json", "the body is not valid JSON"),
                          (b"[]", "the body must be a JSON object"),
                          (json.dumps({"uuid": UUID_A}).encode(),
-                          "id must be a string of 1 to 64 characters"),
+                          "id must be 1 to 64 printable characters"),
                          (json.dumps(dict(SYSINFO, id=5)).encode(),
-                          "id must be a string of 1 to 64 characters"),
+                          "id must be 1 to 64 printable characters"),
+                         (json.dumps(dict(SYSINFO, id="12\x0034")).encode(),
+                          "id must be 1 to 64 printable characters"),
+                         (json.dumps(dict(SYSINFO, uuid="")).encode(),
+                          "uuid must be 1 to 255 printable characters"),
                          (json.dumps(dict(SYSINFO, hostname=["x"])).encode(),
                           "hostname must be a string"),
                          (json.dumps(dict(SYSINFO, **{"preset-note": 3})).encode(),

@@ -36,7 +36,8 @@ TOO_MANY_DEVICES = "TOO_MANY_DEVICES"
 TAG_COLOR = 0xFF1976D2  # opaque, so a tag made by provisioning shows until someone recolours it
 NO_KEYS = frozenset()
 
-# What the client reports of itself, each cut to its column: descriptive text, not worth a refusal.
+# What the client reports of itself, each cut to its column: descriptive text, not worth a
+# refusal.  NUL characters go (PostgreSQL text cannot hold them).
 TELEMETRY = {"cpu": tables.SHORT, "memory": tables.NAME, "os": tables.SHORT,
              "hostname": tables.SHORT, "username": tables.SHORT, "version": tables.NAME}
 # The assignment fields of ``--assign`` (API.md 1.7) and their bounds; sysinfo sends the
@@ -602,15 +603,16 @@ class Strategies:
 
 
 def _bounded_text(value, limit):
-    return isinstance(value, str) and 0 < len(value) <= limit
+    """A name or id: 1 to ``limit`` printable characters."""
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
 
 
 def _identity(body):
     rustdesk_id, uuid = body.get("id"), body.get("uuid")
     if not _bounded_text(rustdesk_id, tables.NAME):
-        raise bad_request(f"id must be a string of 1 to {tables.NAME} characters")
+        raise bad_request(f"id must be 1 to {tables.NAME} printable characters")
     if not _bounded_text(uuid, tables.SHORT):
-        raise bad_request(f"uuid must be a string of 1 to {tables.SHORT} characters")
+        raise bad_request(f"uuid must be 1 to {tables.SHORT} printable characters")
     return rustdesk_id, uuid
 
 
@@ -618,7 +620,7 @@ def _truncated(body, name, limit):
     value = body.get(name, "")
     if not isinstance(value, str):
         raise bad_request(f"{name} must be a string")
-    return value[:limit]
+    return value.replace("\x00", "")[:limit]
 
 
 def _assignment(body, names):
@@ -631,7 +633,7 @@ def _assignment(body, names):
         limit = ASSIGNMENT[field]
         if not isinstance(value, str) or len(value) > limit:
             raise bad_request(f"{key} must be a string of at most {limit} characters")
-        found[field] = value
+        found[field] = value.replace("\x00", "")
     return found
 
 
