@@ -7,7 +7,7 @@ import os
 import sqlite3
 from io import BytesIO
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import event, insert, select, update
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
@@ -15,6 +15,7 @@ from twisted.trial import unittest
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
+from rustdesk_twisted.api import devices as devices_module
 from rustdesk_twisted.api import tables
 from rustdesk_twisted.api.app import ApiApp, at_once
 from rustdesk_twisted.api.devices import (
@@ -257,6 +258,33 @@ class HeartbeatTests(DeviceTestCase):
         self.assertEqual(self.devices.directory["123456789"].last_seen, created + 5)
         self.api.clock.advance(self.devices.seen_interval)
         self.assertEqual(self.device()["last_seen"], created + 5)
+
+    def test_many_devices_are_written_a_batch_a_transaction(self):
+        self.patch(devices_module, "WRITE_BATCH", 2)
+        ids = [str(100_000_000 + i) for i in range(5)]
+        for rustdesk_id in ids:
+            self.sysinfo(id=rustdesk_id)
+        self.api.clock.advance(5)
+        for rustdesk_id in ids:
+            self.heartbeat(rustdesk_id=rustdesk_id)
+        statements = []
+        event.listen(self.api.db.engine, "before_cursor_execute",
+                     lambda *args: statements.append(args[2]))
+        self.successResultOf(self.devices.flush())
+        self.assertEqual(len([s for s in statements if s.startswith("UPDATE devices")]), 3)
+        self.assertEqual([self.device(i)["last_seen"] for i in ids], [self.now] * 5)
+
+    def test_a_failed_write_is_logged_and_kept_for_the_next(self):
+        self.sysinfo()
+        self.heartbeat()
+        self.api.db.run_now(lambda c: c.exec_driver_sql("ALTER TABLE devices RENAME TO moved"))
+        self.successResultOf(self.devices.flush())
+        [event_] = self.events("api.devices_not_written")
+        self.assertEqual(event_["count"], 1)
+        self.assertEqual(self.devices.seen, {"123456789"})
+        self.api.db.run_now(lambda c: c.exec_driver_sql("ALTER TABLE moved RENAME TO devices"))
+        self.successResultOf(self.devices.flush())
+        self.assertEqual(self.devices.seen, set())
 
     def test_stop_writes_the_pending_batch(self):
         self.sysinfo()

@@ -27,6 +27,7 @@ from .http import ApiError, bad_request, empty_reply, json_reply, text_reply
 DEFAULT_MAX_DEVICES = 1_000_000
 DEFAULT_SEEN_INTERVAL = 30
 SYSINFO_REFRESH = 24 * 3600.0
+WRITE_BATCH = 5000
 DISCONNECT_TTL = 120.0
 MAX_DISCONNECTS = 100_000
 MAX_STRATEGY_OPTIONS = 500
@@ -279,25 +280,32 @@ class Devices:
         self.directory = directory
 
     def flush(self):
-        """Write the pending last-seen times and delivered keys in one transaction."""
-        now = self.clock.seconds()
-        self.disconnects.prune(now)
-        if not self.seen and not self.kept:
-            return succeed(None)
-        directory = self.directory
-        seen = [(i, directory[i].last_seen) for i in self.seen if i in directory]
-        kept = [(i, json.dumps(sorted(directory[i].keys))) for i in self.kept if i in directory]
+        """Write the pending last-seen times and delivered keys, :data:`WRITE_BATCH` devices
+        a transaction, so that other writes never queue behind a million rows."""
+        self.disconnects.prune(self.clock.seconds())
+        seen, kept = self.seen, self.kept
         self.seen, self.kept = set(), set()
-        d = self.db.run(_write_seen, seen, kept)
-        d.addErrback(self._not_written, seen, kept)
+        ids = list(seen | kept)
+        d = succeed(None)
+        for start in range(0, len(ids), WRITE_BATCH):
+            d.addCallback(lambda _, batch=ids[start:start + WRITE_BATCH]:
+                          self._write(batch, seen, kept))
         return d
 
-    def _not_written(self, failure, seen, kept):
+    def _write(self, ids, seen, kept):
+        directory = self.directory
+        times = [(i, directory[i].last_seen) for i in ids if i in seen and i in directory]
+        keys = [(i, json.dumps(sorted(directory[i].keys))) for i in ids
+                if i in kept and i in directory]
+        return self.db.run(_write_seen, times, keys).addErrback(
+            self._not_written, ids, seen, kept)
+
+    def _not_written(self, failure, ids, seen, kept):
         self.log.error("last-seen times of {count} devices not written, kept for the next "
-                       "batch: {why}", count=len(seen), why=failure.getErrorMessage(),
+                       "batch: {why}", count=len(ids), why=failure.getErrorMessage(),
                        event="api.devices_not_written")
-        self.seen.update(i for i, _ in seen)
-        self.kept.update(i for i, _ in kept)
+        self.seen.update(i for i in ids if i in seen)
+        self.kept.update(i for i in ids if i in kept)
 
     # -- the directory ------------------------------------------------------------------
 
