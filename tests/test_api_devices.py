@@ -224,6 +224,13 @@ class DeviceCapTests(DeviceTestCase):
         self.assertEqual(self.sysinfo(hostname="known").body, b"SYSINFO_UPDATED")
         self.assertEqual(self.devices.limits.hits["max-devices"], 1)
 
+    def test_a_full_directory_is_said_at_start(self):
+        self.sysinfo()
+        self.successResultOf(self.api.app.stop())
+        self.api.app.start()
+        [event] = self.events("api.devices_full")
+        self.assertEqual((event["count"], event["limit"]), (1, 1))
+
 
 class HeartbeatTests(DeviceTestCase):
     def test_unknown_device_is_asked_for_its_sysinfo(self):

@@ -249,6 +249,10 @@ class Devices:
         """Load every device and strategy (start-up: inline), then write last-seen in batches."""
         self.started_at = int(self.clock.seconds())
         self._loaded(self.db.run_now(_load))
+        if len(self.directory) >= self.max_devices:
+            self.log.warn("{count} devices known, --max-devices is {limit}: new devices are "
+                          "refused", count=len(self.directory), limit=self.max_devices,
+                          event="api.devices_full")
         self.loop.start(self.seen_interval, now=False)
 
     def stop(self):
