@@ -52,8 +52,6 @@ class ApiHarness:
         testcase.addCleanup(self.db.close)
         migrate.upgrade(self.db)
         self.app = ApiApp(self.db, self.clock, at_once, **app_options)
-        self.app.start()
-        testcase.addCleanup(self.app.stop)
         self.site = self.app.site()
 
     def add_user(self, name, password="secret-pass", **fields):

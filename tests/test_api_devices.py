@@ -32,6 +32,7 @@ from rustdesk_twisted.hbbs.store import OFFICIAL_SCHEMA
 
 from .apisupport import ApiHarness
 from .livesupport import free_port_block, start_twistd, stop_twistd
+from .services import fresh_postgres_database
 
 UUID_A = base64.b64encode(b"machine-a").decode()
 UUID_B = base64.b64encode(b"machine-b").decode()
@@ -44,12 +45,22 @@ SYSINFO = {"cpu": "Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz, 3.2GHz, 12/6 cores",
 
 class DeviceTestCase(unittest.TestCase):
     def setUp(self):
-        self.api = ApiHarness(self, **self.app_options())
-        self.devices = self.api.app.devices
         self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.api = ApiHarness(self, url=self.database(), **self.app_options())
+        self.devices = self.api.app.devices
+        self.devices.writer.startService()
+        self.addCleanup(self.stop_writer)
+
+    def stop_writer(self):
+        if self.devices.writer.running:
+            return self.devices.writer.stopService()
 
     def app_options(self):
         return {}
+
+    def database(self):
+        """The URL of the database (None: SQLite in the test's directory)."""
+        return None
 
     @property
     def now(self):
@@ -225,9 +236,9 @@ class DeviceCapTests(DeviceTestCase):
         self.assertEqual(self.devices.limits.hits["max-devices"], 1)
 
     def test_a_full_directory_is_said_at_start(self):
+        self.assertEqual(self.events("api.devices_full"), [])
         self.sysinfo()
-        self.successResultOf(self.api.app.stop())
-        self.api.app.start()
+        ApiApp(self.api.db, self.api.clock, at_once, max_devices=1)
         [event] = self.events("api.devices_full")
         self.assertEqual((event["count"], event["limit"]), (1, 1))
 
@@ -297,9 +308,9 @@ class HeartbeatTests(DeviceTestCase):
         self.sysinfo()
         self.api.clock.advance(5)
         self.heartbeat()
-        self.successResultOf(self.api.app.stop())
+        self.successResultOf(self.devices.writer.stopService())
         self.assertEqual(self.device()["last_seen"], self.now)
-        self.assertFalse(self.devices.loop.running)
+        self.assertFalse(self.devices.writer.running)
 
     def test_disconnect_is_delivered_once(self):
         self.sysinfo()
@@ -411,11 +422,9 @@ class StrategyTests(DeviceTestCase):
         sid = self.strategy("office", {"enable-audio": "N"})
         self.set_device(strategy_id=sid)
         stamp = self.heartbeat()["modified_at"]
-        self.successResultOf(self.api.app.stop())
+        self.successResultOf(self.devices.writer.stopService())
         self.successResultOf(self.devices.strategies.delete(sid))
         again = ApiApp(self.api.db, self.api.clock, at_once)
-        again.start()
-        self.addCleanup(again.stop)
         self.api.app = again
         self.api.site = again.site()
         self.assertEqual(self.heartbeat(modified_at=stamp)["strategy"]["config_options"],
@@ -782,3 +791,34 @@ class LiveTests(unittest.TestCase):
         sysinfo_at, last_seen = connection.execute(
             "select sysinfo_at, last_seen from devices").fetchone()
         self.assertGreater(last_seen, sysinfo_at)
+
+
+class OnPostgres:
+    """The same tests on a fresh PostgreSQL database."""
+
+    def database(self):
+        return fresh_postgres_database(self)
+
+
+class PostgresSysinfoTests(OnPostgres, SysinfoTests):
+    pass
+
+
+class PostgresPresetTests(OnPostgres, PresetTests):
+    pass
+
+
+class PostgresHeartbeatTests(OnPostgres, HeartbeatTests):
+    pass
+
+
+class PostgresStrategyTests(OnPostgres, StrategyTests):
+    pass
+
+
+class PostgresApiTokenTests(OnPostgres, ApiTokenTests):
+    pass
+
+
+class PostgresGroupTabTests(OnPostgres, GroupTabTests):
+    pass

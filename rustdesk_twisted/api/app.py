@@ -9,10 +9,15 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 
 from ..wire.websocket import TrustedProxies, client_address
+from . import openapi
 from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
 from .devices import DEFAULT_MAX_DEVICES, DEFAULT_SEEN_INTERVAL, Devices
 from .groups import Groups
+from .addressbooks import AddressBooks
+from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE, Audit
+from .recordings import Recordings
+from .switchgrants import SwitchGrants
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 
 
@@ -29,11 +34,15 @@ def at_once(f, *args):
 
 
 class ApiApp:
-    """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API."""
+    """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API;
+    :attr:`services` are the parts' timers, for the service that runs the app."""
 
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None,
-                 max_devices=DEFAULT_MAX_DEVICES, seen_interval=DEFAULT_SEEN_INTERVAL):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, ab_limits=None,
+                 audit_retention_days=DEFAULT_RETENTION_DAYS,
+                 audit_unknown_per_minute=DEFAULT_UNKNOWN_PER_MINUTE, recording_dir=None,
+                 recording_limits=None, max_devices=DEFAULT_MAX_DEVICES,
+                 seen_interval=DEFAULT_SEEN_INTERVAL):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -42,19 +51,24 @@ class ApiApp:
         self.accounts = Accounts(db, blocking, token_lifetime)
         self.login_options = []
         self.router = Router()
-        self.router.add("GET", "/api/login-options", self._login_options)
+        self.router.add("GET", "/api/login-options", self._login_options,
+                        summary="The login dialog's third-party buttons",
+                        reply={"type": "array", "items": {"type": "string"}})
         self.accounts.add_routes(self.router)
+        self.address_books = AddressBooks(db, self.accounts.authenticate, ab_limits, max_body)
+        self.address_books.add_routes(self.router)
+        self.audit = Audit(db, clock, self.hbbs, self.accounts.authenticate,
+                           audit_retention_days, audit_unknown_per_minute)
+        self.switch_grants = SwitchGrants(db, clock, self.hbbs)
+        self.recordings = Recordings(db, blocking, self.hbbs, recording_dir, recording_limits)
+        for part in (self.audit, self.switch_grants, self.recordings):
+            part.add_routes(self.router)
         self.devices = Devices(db, clock, self.hbbs, self.accounts, max_devices, seen_interval)
         self.devices.add_routes(self.router)
         Groups(db, self.accounts).add_routes(self.router)
-
-    def start(self):
-        """Load what the parts keep in memory (the database is open and migrated)."""
-        self.devices.start()
-
-    def stop(self):
-        """Deferred of the parts' last writes, before the database closes."""
-        return self.devices.stop()
+        self.services = [self.audit.pruner, self.switch_grants.pruner,
+                         self.devices.writer]
+        openapi.add_routes(self.router)
 
     def _login_options(self, call):
         """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""

@@ -10,7 +10,7 @@ PostgreSQL gets a few.
 
 import os
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from twisted.internet.defer import execute
@@ -22,6 +22,7 @@ from ..hbbs.dbfile import create_private, make_private
 
 DEFAULT_FILE = "db_api.sqlite3"
 POSTGRES_THREADS = 4
+MAX_PAGE_SIZE = 1000
 
 
 def engine_url(api_db_url, data_dir):
@@ -111,3 +112,14 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def page(connection, statement, current=1, page_size=100):
+    """``{"total", "data"}`` of an ordered select: page ``current`` (1-based) of ``page_size``
+    rows as dicts, the client's pagination (API.md 1.0); ``page_size`` at most 1000."""
+    current = max(1, int(current))
+    page_size = min(max(1, int(page_size)), MAX_PAGE_SIZE)
+    total = connection.execute(
+        select(func.count()).select_from(statement.order_by(None).subquery())).scalar()
+    rows = connection.execute(statement.limit(page_size).offset((current - 1) * page_size))
+    return {"total": total, "data": [dict(row._mapping) for row in rows]}

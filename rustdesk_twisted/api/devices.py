@@ -16,7 +16,7 @@ import json
 
 from sqlalchemy import bindparam, func, insert, select, update
 from twisted.internet.defer import succeed
-from twisted.internet.task import LoopingCall
+from twisted.application.internet import TimerService
 
 from ..logs import Logger
 from ..logtext import LimitLog, quoted
@@ -214,9 +214,24 @@ def platform(os_text):
     return "Linux" if "linux" in os_text.lower() else ""
 
 
+class SeenWriter(TimerService):
+    """Writes the devices' last-seen batch every ``interval`` seconds, and once more as it
+    stops (before the database closes)."""
+
+    def __init__(self, devices, interval):
+        super().__init__(interval, devices.flush)
+        self.devices = devices
+        self.clock = devices.clock
+
+    def stopService(self):
+        return super().stopService().addCallback(lambda _: self.devices.flush())
+
+
 class Devices:
     """Device telemetry, policy and provisioning over the API database (``app.devices``).
 
+    Every device and strategy is read at construction (the database is open and
+    migrated by then); :attr:`writer` is the service that writes last-seen times.
     ``hbbs`` is the :class:`~.hbbs.HbbsLink` (online state, registered keys);
     ``accounts`` authenticates the API-token routes.
     """
@@ -238,28 +253,14 @@ class Devices:
         self.limits = LimitLog(self.log)
         self.seen = set()
         self.kept = set()
-        self.started_at = 0
+        self.started_at = int(clock.seconds())
         self.sysinfo_generation = 0
-        self.loop = LoopingCall(self.flush)
-        self.loop.clock = clock
-
-    # -- life ---------------------------------------------------------------------------
-
-    def start(self):
-        """Load every device and strategy (start-up: inline), then write last-seen in batches."""
-        self.started_at = int(self.clock.seconds())
-        self._loaded(self.db.run_now(_load))
-        if len(self.directory) >= self.max_devices:
+        self.writer = SeenWriter(self, seen_interval)
+        self._loaded(db.run_now(_load))
+        if len(self.directory) >= max_devices:
             self.log.warn("{count} devices known, --max-devices is {limit}: new devices are "
-                          "refused", count=len(self.directory), limit=self.max_devices,
+                          "refused", count=len(self.directory), limit=max_devices,
                           event="api.devices_full")
-        self.loop.start(self.seen_interval, now=False)
-
-    def stop(self):
-        """Deferred of the last batch written."""
-        if self.loop.running:
-            self.loop.stop()
-        return self.flush()
 
     def reload(self):
         """Re-read devices and strategy assignments: after edits made outside this module."""

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from . import tables
 from .accounts import user_payload
-from .http import PAGE_QUERY, ApiError, paged_reply
+from .http import PAGE_QUERY, ApiError, page_reply, page_schema, page_window
 
 _RULE_TARGETS = ("user", "user_group", "device_group")
 
@@ -97,8 +97,22 @@ def peer_payload(row):
     }
 
 
-_PAGE = {"type": "object", "required": ["total", "data"],
-         "properties": {"total": {"type": "integer"}, "data": {"type": "array"}}}
+def paged(call, items, shape):
+    """One page of ``items`` as the client reads it, each passed through ``shape``."""
+    offset, limit = page_window(call)
+    return page_reply(len(items), [shape(item) for item in items[offset:offset + limit]])
+
+
+_STRING = {"type": "string"}
+GROUP_PAGE = page_schema({"type": "object", "properties": {"name": _STRING}})
+USER_PAGE = page_schema({"type": "object", "properties": {
+    "name": _STRING, "display_name": _STRING, "avatar": _STRING, "email": _STRING,
+    "note": _STRING, "status": {"type": "integer"}, "is_admin": {"type": "boolean"}}})
+PEER_PAGE = page_schema({"type": "object", "properties": {
+    "id": _STRING, "info": {"type": "object", "properties": {
+        "username": _STRING, "os": _STRING, "device_name": _STRING}},
+    "status": {"type": "integer"}, "user": _STRING, "user_name": _STRING,
+    "device_group_name": _STRING, "note": _STRING}})
 _LIST_QUERY = dict(PAGE_QUERY, accessible={"type": "string"}, status={"type": "integer"})
 
 
@@ -122,8 +136,9 @@ class Groups:
             access = Access.of(connection, call.user)
             groups = connection.execute(select(tables.device_groups).order_by(
                 tables.device_groups.c.name)).mappings().all()
-            return [{"name": g["name"]} for g in groups if access.device_group(g)]
-        return self.db.run(rows).addCallback(lambda items: paged_reply(call, items))
+            return [g for g in groups if access.device_group(g)]
+        return self.db.run(rows).addCallback(
+            lambda items: paged(call, items, lambda g: {"name": g["name"]}))
 
     def users(self, call):
         accessible, status = self._listing(call)
@@ -134,7 +149,7 @@ class Groups:
                 tables.users.c.name)).mappings().all()
             return [u for u in users if (status is None or u["status"] == status)
                     and (not accessible or access.user(u))]
-        return self.db.run(rows).addCallback(lambda items: paged_reply(call, items, user_payload))
+        return self.db.run(rows).addCallback(lambda items: paged(call, items, user_payload))
 
     def peers(self, call):
         accessible, status = self._listing(call)
@@ -143,14 +158,14 @@ class Groups:
             access = Access.of(connection, call.user)
             return [d for d in device_rows(connection) if (status is None or d["status"] == status)
                     and (not accessible or access.device(d))]
-        return self.db.run(rows).addCallback(lambda items: paged_reply(call, items, peer_payload))
+        return self.db.run(rows).addCallback(lambda items: paged(call, items, peer_payload))
 
     def add_routes(self, router):
         auth = self.accounts.authenticate
         router.add("GET", "/api/device-group/accessible", self.device_groups, auth=auth,
-                   query=PAGE_QUERY, reply=_PAGE,
+                   query=PAGE_QUERY, reply=GROUP_PAGE,
                    summary="Device groups the user may access: {total, data: [{name}]}")
-        router.add("GET", "/api/users", self.users, auth=auth, query=_LIST_QUERY, reply=_PAGE,
+        router.add("GET", "/api/users", self.users, auth=auth, query=_LIST_QUERY, reply=USER_PAGE,
                    summary="Users (accessible=: those the user may access; else admin only)")
-        router.add("GET", "/api/peers", self.peers, auth=auth, query=_LIST_QUERY, reply=_PAGE,
+        router.add("GET", "/api/peers", self.peers, auth=auth, query=_LIST_QUERY, reply=PEER_PAGE,
                    summary="Devices (accessible=: those the user may access; else admin only)")

@@ -20,6 +20,9 @@ from ..startup import ExitOnStartupError
 from ..wire.websocket import TrustedProxies
 from . import migrate
 from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME
+from .addressbooks import DEFAULT_MAX_PEERS, DEFAULT_MAX_TAGS, BookLimits
+from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE
+from .recordings import DEFAULT_MAX_FILE, DEFAULT_MAX_FILES, DEFAULT_QUOTA, RecordingLimits
 from .app import ApiApp, in_reactor_threads
 from .hbbs import HbbsLink
 from .db import Database, describe, engine_url
@@ -55,6 +58,28 @@ OPTIONS = [
     ("trusted-proxies", None, "TRUSTED-PROXIES",
      "CIDRs whose X-Real-IP/X-Forwarded-For are believed (default 127.0.0.0/8,::1: hbbs's "
      "HTTP proxy and a local reverse proxy)."),
+    ("max-peer-one-ab", None, "MAX-PEER-ONE-AB",
+     "Entries one address book may hold, as clients are told (default 0: no limit told; "
+     "--ab-max-peers still holds)."),
+    ("ab-max-peers", None, "AB-MAX-PEERS",
+     f"Entries one address book holds at most, recycle bin apart (default {DEFAULT_MAX_PEERS})."),
+    ("ab-max-tags", None, "AB-MAX-TAGS",
+     f"Tags one address book holds at most (default {DEFAULT_MAX_TAGS})."),
+    ("audit-retention-days", None, "AUDIT-RETENTION-DAYS",
+     f"Days audit logs are kept, pruned hourly (default {DEFAULT_RETENTION_DAYS}; 0 keeps "
+     "them)."),
+    ("audit-unknown-per-minute", None, "AUDIT-UNKNOWN-PER-MINUTE",
+     "Audit posts per minute and source from devices neither this API nor hbbs knows (default "
+     f"{DEFAULT_UNKNOWN_PER_MINUTE}); known devices are not limited."),
+    ("recording-dir", None, "RECORDING-DIR", "Where uploaded session recordings go, one "
+                                             "directory per device (default DATA_DIR/"
+                                             "recordings), or 'off'."),
+    ("recording-max-file", None, "RECORDING-MAX-FILE",
+     f"Largest recording in bytes (default {DEFAULT_MAX_FILE})."),
+    ("recording-quota", None, "RECORDING-QUOTA",
+     f"Bytes of recordings one device may store (default {DEFAULT_QUOTA})."),
+    ("recording-max-files", None, "RECORDING-MAX-FILES",
+     f"Recordings one device may store (default {DEFAULT_MAX_FILES})."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
     ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error."),
 ]
@@ -93,6 +118,23 @@ class ApiConfig:
                                               minimum=1, maximum=3600)
         self.max_body = settings.integer("MAX-BODY", DEFAULT_MAX_BODY, minimum=1024,
                                          maximum=256 * 1024 * 1024)
+        max_peers = settings.integer("AB-MAX-PEERS", DEFAULT_MAX_PEERS, minimum=1,
+                                     maximum=1_000_000)
+        self.ab_limits = BookLimits(
+            max_peer_one_ab=settings.integer("MAX-PEER-ONE-AB", 0, minimum=0, maximum=max_peers),
+            max_peers=max_peers,
+            max_tags=settings.integer("AB-MAX-TAGS", DEFAULT_MAX_TAGS, minimum=1, maximum=100_000))
+        self.audit_retention_days = settings.integer("AUDIT-RETENTION-DAYS",
+                                                     DEFAULT_RETENTION_DAYS, minimum=0)
+        self.audit_unknown_per_minute = settings.integer(
+            "AUDIT-UNKNOWN-PER-MINUTE", DEFAULT_UNKNOWN_PER_MINUTE, minimum=0)
+        recording_dir = settings.get("RECORDING-DIR") or os.path.join(self.data_dir,
+                                                                      "recordings")
+        self.recording_dir = None if recording_dir.lower() == "off" else recording_dir
+        self.recording_limits = RecordingLimits(
+            settings.integer("RECORDING-MAX-FILE", DEFAULT_MAX_FILE, minimum=1),
+            settings.integer("RECORDING-QUOTA", DEFAULT_QUOTA, minimum=1),
+            settings.integer("RECORDING-MAX-FILES", DEFAULT_MAX_FILES, minimum=1))
         proxies = settings.get("TRUSTED-PROXIES")
         try:
             self.trusted = (TrustedProxies(proxies.split(",")) if proxies is not None
@@ -145,7 +187,11 @@ class ApiService(service.MultiService):
             hbbs = HbbsLink(self.reactor, config.hbbs, config.peer_db, config.console, blocking)
             self.app = ApiApp(self.db, self.reactor, blocking,
                               token_lifetime=config.token_lifetime, trusted=config.trusted,
-                              max_body=config.max_body, hbbs=hbbs,
+                              max_body=config.max_body, hbbs=hbbs, ab_limits=config.ab_limits,
+                              audit_retention_days=config.audit_retention_days,
+                              audit_unknown_per_minute=config.audit_unknown_per_minute,
+                              recording_dir=config.recording_dir,
+                              recording_limits=config.recording_limits,
                               max_devices=config.max_devices,
                               seen_interval=config.seen_interval)
             try:
@@ -155,8 +201,9 @@ class ApiService(service.MultiService):
             listener = StreamServerEndpointService(endpoint, self.app.site())
             listener._raiseSynchronously = True
             listener.setServiceParent(self)
+            for timer in self.app.services:
+                timer.setServiceParent(self)
             super().startService()
-            self.app.start()
         except BaseException:
             self.db.close()
             raise
@@ -174,14 +221,19 @@ class ApiService(service.MultiService):
         log.info("Devices: at most {max_devices} kept; last-seen times written every "
                  "{interval}s", max_devices=config.max_devices, interval=config.seen_interval,
                  event="banner")
+        log.info("Audit logs kept {days} days (0: for ever); recordings {recordings}",
+                 days=config.audit_retention_days,
+                 recordings=config.recording_dir or "off", event="banner")
         log.info("Passwords: argon2id t={time_cost} m={memory_cost}KiB p={parallelism}; tokens "
                  "valid {lifetime}s", lifetime=config.token_lifetime, event="banner",
                  **ARGON2_PARAMETERS)
+        limits = config.ab_limits
+        log.info("Address books: at most {peers} entries (clients told {told}) and {tags} tags "
+                 "each", peers=limits.peers, told=limits.max_peer_one_ab, tags=limits.max_tags,
+                 event="banner")
 
     def stopService(self):
         d = super().stopService()
-        if self.app is not None:
-            d.addBoth(lambda result: self.app.stop().addBoth(lambda _: result))
 
         def close(result):
             if self.db is not None:
