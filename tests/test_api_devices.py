@@ -18,10 +18,12 @@ from twisted.web.http_headers import Headers
 from rustdesk_twisted.api import devices as devices_module
 from rustdesk_twisted.api import tables
 from rustdesk_twisted.api.app import ApiApp, at_once
+from rustdesk_twisted.api.addressbooks import BookLimits
 from rustdesk_twisted.api.devices import (
     DEFAULT_MAX_DEVICES,
     DEFAULT_SEEN_INTERVAL,
     SYSINFO_REFRESH,
+    TAG_COLOR,
     Disconnects,
 )
 from rustdesk_twisted.api.groups import Access
@@ -200,6 +202,21 @@ class PresetTests(DeviceTestCase):
         self.assertEqual(version, 5)
         self.assertEqual(self.heartbeat()["strategy"]["config_options"], {"enable-audio": "N"})
 
+    def test_the_address_book_module_serves_the_provisioned_entry(self):
+        self.sysinfo(**self.PRESETS)
+        token = self.api.login("alice")
+        peers = self.api.request("POST", "/api/ab/peers?current=1&pageSize=100&ab=g-1",
+                                 token=token).json()
+        [peer] = peers["data"]
+        self.assertEqual((peer["id"], peer["alias"], peer["tags"], peer["password"],
+                          peer["note"], peer["platform"]),
+                         ("123456789", "Reception", ["lobby"], "pw1", "ask Bob", "Linux"))
+        tags = self.api.request("POST", "/api/ab/tags/g-1", token=token).json()
+        self.assertEqual(tags, [{"name": "lobby", "color": TAG_COLOR}])
+        stamp = self.api.db.run_now(lambda c: c.execute(
+            select(tables.ab_peers.c.version, tables.ab_peers.c.updated_by)).one())
+        self.assertEqual(tuple(stamp), (5, None))
+
     def test_presets_leave_what_an_administrator_set_since(self):
         self.sysinfo(**self.PRESETS)
         bob = self.api.add_user("bob")
@@ -219,6 +236,42 @@ class PresetTests(DeviceTestCase):
         problems = [e["problem"] for e in self.events("api.preset_not_applied")]
         self.assertEqual(problems, ['user name "nobody" not found',
                                     'address book "None" not found'])
+
+
+class BookLimitTests(DeviceTestCase):
+    """Provisioning holds the address books' limits as the address-book routes do."""
+
+    def app_options(self):
+        return {"ab_limits": BookLimits(max_peers=1, max_tags=1)}
+
+    def setUp(self):
+        super().setUp()
+        alice = self.api.add_user("alice")
+        self.book = self.insert(tables.address_books, guid="g-1", name="Fleet", owner_id=alice,
+                                personal=False, created_at=self.now, updated_at=self.now)
+        self.insert(tables.ab_tags, ab_id=self.book, name="old", color=1)
+
+    def entries(self):
+        return self.api.db.run_now(lambda c: [(r.peer_id, json.loads(r.tags)) for r in c.execute(
+            select(tables.ab_peers).order_by(tables.ab_peers.c.peer_id))])
+
+    def test_a_full_book_and_too_many_tags(self):
+        book = {"preset-address-book-name": "Fleet", "preset-address-book-tag": "new"}
+        self.assertEqual(self.sysinfo(**book).body, b"SYSINFO_UPDATED")
+        self.assertEqual(self.sysinfo(id="987654321", **book).body, b"SYSINFO_UPDATED")
+        self.assertEqual(self.entries(), [("123456789", [])])
+        self.assertEqual([e["problem"] for e in self.events("api.preset_not_applied")], [
+            'address book "Fleet" has too many tags for "new"',
+            'address book "Fleet" is full'])
+        user = self.api.add_user("operator", is_admin=True)
+        token = self.successResultOf(self.api.app.accounts.issue_token(
+            user, self.now, {}, "127.0.0.1", kind="api", scopes="devices:rw"))
+        reply = self.api.request("POST", "/api/devices/cli", {
+            "id": "987654321", "uuid": UUID_A, "address_book_name": "Fleet", "note": "n"},
+            token=token)
+        self.assertEqual((reply.status, reply.json()),
+                         (400, {"error": 'address book "Fleet" is full'}))
+        self.assertEqual(self.device("987654321")["note"], "")
 
 
 class DeviceCapTests(DeviceTestCase):

@@ -63,7 +63,8 @@ class ApiApp:
         self.recordings = Recordings(db, blocking, self.hbbs, recording_dir, recording_limits)
         for part in (self.audit, self.switch_grants, self.recordings):
             part.add_routes(self.router)
-        self.devices = Devices(db, clock, self.hbbs, self.accounts, max_devices, seen_interval)
+        self.devices = Devices(db, clock, self.hbbs, self.accounts, max_devices, seen_interval,
+                               self.address_books.limits)
         self.devices.add_routes(self.router)
         Groups(db, self.accounts).add_routes(self.router)
         self.services = [self.audit.pruner, self.switch_grants.pruner,

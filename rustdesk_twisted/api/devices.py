@@ -21,6 +21,7 @@ from twisted.application.internet import TimerService
 from ..logs import Logger
 from ..logtext import LimitLog, quoted
 from . import tables
+from .addressbooks import BookLimits
 from .groups import Access, device_rows
 from .http import ApiError, bad_request, empty_reply, json_reply, text_reply
 
@@ -233,17 +234,19 @@ class Devices:
     Every device and strategy is read at construction (the database is open and
     migrated by then); :attr:`writer` is the service that writes last-seen times.
     ``hbbs`` is the :class:`~.hbbs.HbbsLink` (online state, registered keys);
-    ``accounts`` authenticates the API-token routes.
+    ``accounts`` authenticates the API-token routes; ``book_limits`` are the address
+    books' (provisioning adds devices to books).
     """
 
     log = Logger()
 
     def __init__(self, db, clock, hbbs, accounts, max_devices=DEFAULT_MAX_DEVICES,
-                 seen_interval=DEFAULT_SEEN_INTERVAL):
+                 seen_interval=DEFAULT_SEEN_INTERVAL, book_limits=None):
         self.db = db
         self.clock = clock
         self.hbbs = hbbs
         self.accounts = accounts
+        self.book_limits = book_limits or BookLimits()
         self.max_devices = max_devices
         self.seen_interval = seen_interval
         self.directory = {}
@@ -383,7 +386,8 @@ class Devices:
         if not self._room_for(rustdesk_id, call.client_ip, call.now):
             return text_reply(TOO_MANY_DEVICES)
         telemetry["ip"] = call.client_ip
-        d = self.db.run(_save_sysinfo, rustdesk_id, uuid, telemetry, presets, call.now)
+        d = self.db.run(_save_sysinfo, rustdesk_id, uuid, telemetry, presets, call.now,
+                        self.book_limits)
         d.addCallback(self._sysinfo_saved, call, rustdesk_id)
         return d
 
@@ -453,7 +457,8 @@ class Devices:
             raise ApiError(409, "this id belongs to another device")
         if not self._room_for(rustdesk_id, call.client_ip, call.now):
             raise ApiError(503, f"the server knows {self.max_devices} devices, its limit")
-        d = self.db.run(_assign_cli, rustdesk_id, uuid, assignment, call.now)
+        d = self.db.run(_assign_cli, rustdesk_id, uuid, assignment, call.now,
+                        self.book_limits)
         d.addCallbacks(self._assigned, self._assign_refused, callbackArgs=(call,))
         return d
 
@@ -736,19 +741,19 @@ def _claim(connection, rustdesk_id, uuid, now, **values):
     return _device(connection, rustdesk_id)
 
 
-def _save_sysinfo(connection, rustdesk_id, uuid, telemetry, presets, now):
+def _save_sysinfo(connection, rustdesk_id, uuid, telemetry, presets, now, limits):
     row = _claim(connection, rustdesk_id, uuid, now, sysinfo_at=now, last_seen=now, **telemetry)
     if row is None:
         return None, []
-    problems = _apply(connection, row, presets, now, only_unset=True)
+    problems = _apply(connection, row, presets, now, True, limits)
     return _device(connection, rustdesk_id), problems
 
 
-def _assign_cli(connection, rustdesk_id, uuid, assignment, now):
+def _assign_cli(connection, rustdesk_id, uuid, assignment, now, limits):
     row = _claim(connection, rustdesk_id, uuid, now)
     if row is None:
         raise Refused("this id belongs to another device")
-    problems = _apply(connection, row, assignment, now, only_unset=False)
+    problems = _apply(connection, row, assignment, now, False, limits)
     if problems:
         raise Refused(problems[0])
     return _device(connection, rustdesk_id)
@@ -766,7 +771,7 @@ def _id_by_name(connection, table, name):
     return connection.execute(select(table.c.id).where(table.c.name == name)).scalar()
 
 
-def _apply(connection, row, assignment, now, only_unset):
+def _apply(connection, row, assignment, now, only_unset, limits):
     """Write an assignment (``--assign`` or sysinfo's presets) to a device row; the names
     that match nothing come back as problems.  ``only_unset``: presets fill what is empty
     and leave the administrator's later edits alone."""
@@ -791,45 +796,59 @@ def _apply(connection, row, assignment, now, only_unset):
         connection.execute(update(t.devices).where(t.devices.c.id == row["id"]).values(**values))
     if "address_book_name" in assignment:
         problems.extend(_add_to_book(connection, dict(row, **values), assignment, now,
-                                     only_unset))
+                                     only_unset, limits))
     return problems
 
 
-def _add_to_book(connection, row, assignment, now, only_unset):
+def _add_to_book(connection, row, assignment, now, only_unset, limits):
     """The device in the shared address book named in the assignment (tag, alias, password,
-    note); a preset leaves an entry already there as its users edited it."""
-    t = tables
-    book = connection.execute(select(t.address_books.c.id).where(
-        t.address_books.c.name == assignment["address_book_name"],
-        t.address_books.c.personal.is_(False)).order_by(t.address_books.c.id)).scalar()
+    note), written as :mod:`.addressbooks` writes: the book's version bumped first (on
+    PostgreSQL its row lock queues the book's other writers), the entry stamped with it, the
+    book's capacity and tag limit held.  A preset leaves an entry already there, or in the
+    recycle bin, as its users left it."""
+    t, peers, books = tables, tables.ab_peers, tables.address_books
+    name = assignment["address_book_name"]
+    book = connection.execute(select(books.c.id).where(
+        books.c.name == name, books.c.personal.is_(False)).order_by(books.c.id)).scalar()
     if book is None:
-        return [f"address book {quoted(assignment['address_book_name'])} not found"]
-    peers = t.ab_peers
-    entry = connection.execute(select(peers).where(
+        return [f"address book {quoted(name)} not found"]
+    entry = connection.execute(select(peers.c.id, peers.c.tags, peers.c.deleted_at).where(
         peers.c.ab_id == book, peers.c.peer_id == row["rustdesk_id"])).first()
+    if entry is not None and only_unset:
+        return []
+    connection.execute(update(books).where(books.c.id == book).values(
+        version=books.c.version + 1, updated_at=now))
+    version = connection.execute(select(books.c.version).where(books.c.id == book)).scalar()
+    live = select(func.count()).where(peers.c.ab_id == book, peers.c.deleted_at.is_(None))
+    if (entry is None or entry.deleted_at is not None) and \
+            connection.execute(live).scalar() >= limits.peers:
+        return [f"address book {quoted(name)} is full"]
+    problems = []
     tag = assignment.get("address_book_tag")
+    if tag and connection.execute(select(t.ab_tags.c.id).where(
+            t.ab_tags.c.ab_id == book, t.ab_tags.c.name == tag)).first() is None:
+        if connection.execute(select(func.count()).where(
+                t.ab_tags.c.ab_id == book)).scalar() >= limits.max_tags:
+            problems.append(f"address book {quoted(name)} has too many tags for {quoted(tag)}")
+            tag = None
+        else:
+            connection.execute(insert(t.ab_tags).values(ab_id=book, name=tag, color=TAG_COLOR))
     values = {column: assignment[field] for field, column in (
         ("address_book_alias", "alias"), ("address_book_password", "password"),
         ("address_book_note", "note")) if field in assignment}
+    values.update(version=version, updated_by=None, updated_at=now, deleted_at=None)
     if entry is None:
         connection.execute(insert(peers).values(
             ab_id=book, peer_id=row["rustdesk_id"], username=row["username"],
             hostname=row["hostname"], platform=platform(row["os"]),
-            tags=json.dumps([tag] if tag else []), updated_at=now, **values))
-    elif only_unset:
-        return []
+            tags=json.dumps([tag] if tag else []), **values))
     else:
         tags = json.loads(entry.tags or "[]")
         if tag and tag not in tags:
             tags.append(tag)
         connection.execute(update(peers).where(peers.c.id == entry.id).values(
-            tags=json.dumps(tags), deleted_at=None, updated_at=now, **values))
-    if tag and connection.execute(select(t.ab_tags.c.id).where(
-            t.ab_tags.c.ab_id == book, t.ab_tags.c.name == tag)).first() is None:
-        connection.execute(insert(t.ab_tags).values(ab_id=book, name=tag, color=TAG_COLOR))
-    connection.execute(update(t.address_books).where(t.address_books.c.id == book).values(
-        version=t.address_books.c.version + 1, updated_at=now))
-    return []
+            tags=json.dumps(tags), **values))
+    return problems
 
 
 def _update_device(connection, rustdesk_id, changes):
