@@ -8,6 +8,7 @@ import sqlite3
 from io import BytesIO
 
 from sqlalchemy import event, insert, select, update
+from treq.testing import StubTreq
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
@@ -29,6 +30,7 @@ from rustdesk_twisted.api.devices import (
 from rustdesk_twisted.api.groups import Access
 from rustdesk_twisted.api.hbbs import HbbsLink
 from rustdesk_twisted.api.tap import Options, build_config
+from rustdesk_twisted.client.api import OfficialApiClient
 from rustdesk_twisted.config import ConfigError
 from rustdesk_twisted.hbbs.store import OFFICIAL_SCHEMA
 
@@ -846,6 +848,54 @@ class LiveTests(unittest.TestCase):
         self.assertGreater(last_seen, sysinfo_at)
 
 
+class DeviceReplayTests(DeviceTestCase):
+    """The official client's device calls, as rustdesk_twisted.client.api makes them."""
+
+    def setUp(self):
+        super().setUp()
+        self.http = StubTreq(self.api.app.resource())
+        self.client = OfficialApiClient(self.http, "http://api.test")
+
+    def run_client(self, d):
+        self.http.flush()
+        return self.successResultOf(d)
+
+    def test_a_device_day(self):
+        client, devices = self.client, self.devices
+        self.assertEqual(self.run_client(client.heartbeat()).json(), {"sysinfo": True})
+        answer = self.run_client(client.sysinfo(**{"preset-note": "provisioned"}))
+        self.assertEqual(answer.body, b"SYSINFO_UPDATED")
+        self.assertEqual(self.run_client(client.sysinfo_ver()).status, 200)
+        self.assertEqual(self.run_client(client.heartbeat()).json(), {})
+        sid = self.strategy("office", {"enable-audio": "N"})
+        self.successResultOf(devices.strategies.assign(sid, device=client.id))
+        devices.disconnect(client.id, 5)
+        reply = self.run_client(client.heartbeat(conns=[5])).json()
+        self.assertEqual((reply["disconnect"], reply["strategy"]["config_options"]),
+                         ([5], {"enable-audio": "N"}))
+        self.assertEqual(self.run_client(client.heartbeat(
+            modified_at=reply["modified_at"])).json(), {})
+        self.api.add_user("alice", "alice-pass", is_admin=True)
+        self.run_client(client.login("alice", "alice-pass"))
+        self.assertEqual(self.run_client(client.accessible_device_groups()), [])
+        self.assertEqual([u["name"] for u in self.run_client(client.accessible_users())],
+                         ["alice"])
+        [peer] = self.run_client(client.accessible_peers())
+        self.assertEqual((peer["id"], peer["note"], peer["info"]["os"]),
+                         (client.id, "provisioned", "debian / Linux 12 (bookworm)"))
+
+    def test_deploy_then_assign_with_an_api_token(self):
+        user = self.api.add_user("operator", is_admin=True)
+        token = self.successResultOf(self.api.app.accounts.issue_token(
+            user, self.now, {}, "127.0.0.1", kind="api", scopes="devices:rw"))
+        answer = self.run_client(self.client.deploy(token, bytes(32)))
+        self.assertEqual(answer.json(), {"result": "OK"})
+        self.api.add_user("alice")
+        self.assertTrue(OfficialApiClient.done(self.run_client(self.client.assign(
+            token, user_name="alice", note="lobby"))))
+        self.assertEqual(self.device(self.client.id)["note"], "lobby")
+
+
 class OnPostgres:
     """The same tests on a fresh PostgreSQL database."""
 
@@ -874,4 +924,8 @@ class PostgresApiTokenTests(OnPostgres, ApiTokenTests):
 
 
 class PostgresGroupTabTests(OnPostgres, GroupTabTests):
+    pass
+
+
+class PostgresDeviceReplayTests(OnPostgres, DeviceReplayTests):
     pass
