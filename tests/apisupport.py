@@ -72,9 +72,11 @@ class Response:
 
 
 class ApiHarness:
-    def __init__(self, testcase, url=None, **app_options):
-        self.clock = MemoryReactorClock()
-        self.clock.advance(1_800_000_000)
+    def __init__(self, testcase, url=None, clock=None, **app_options):
+        if clock is None:
+            clock = MemoryReactorClock()
+            clock.advance(1_800_000_000)
+        self.clock = clock
         self.db = Database(engine_url(url or database_url(testcase), "."), self.clock,
                            in_thread_pool=False)
         testcase.addCleanup(self.db.close)

@@ -12,6 +12,8 @@ from ..wire.websocket import TrustedProxies, client_address
 from . import openapi
 from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
+from .devices import DEFAULT_MAX_DEVICES, DEFAULT_SEEN_INTERVAL, Devices
+from .groups import Groups
 from .addressbooks import AddressBooks
 from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE, Audit
 from .recordings import Recordings
@@ -43,7 +45,8 @@ class ApiApp:
                  audit_retention_days=DEFAULT_RETENTION_DAYS,
                  audit_unknown_per_minute=DEFAULT_UNKNOWN_PER_MINUTE, recording_dir=None,
                  recording_limits=None, admin_token=None, oidc_providers=(),
-                 public_url=None, oidc_fetcher=None, oidc_pending=None):
+                 public_url=None, oidc_fetcher=None, oidc_pending=None,
+                 max_devices=DEFAULT_MAX_DEVICES, seen_interval=DEFAULT_SEEN_INTERVAL):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -68,10 +71,15 @@ class ApiApp:
         self.recordings = Recordings(db, blocking, self.hbbs, recording_dir, recording_limits)
         for part in (self.audit, self.switch_grants, self.recordings):
             part.add_routes(self.router)
-        self.services = [self.audit.pruner, self.switch_grants.pruner]
         self.monitoring = Monitoring(db, self.accounts, clock, admin_token)
         self.monitoring.add_routes(self.router)
         self.oidc.add_routes(self.router)
+        self.devices = Devices(db, clock, self.hbbs, self.accounts, max_devices, seen_interval,
+                               self.address_books.limits)
+        self.devices.add_routes(self.router)
+        Groups(db, self.accounts).add_routes(self.router)
+        self.services = [self.audit.pruner, self.switch_grants.pruner,
+                         self.devices.writer]
         openapi.add_routes(self.router)
 
     def _login_options(self, call):

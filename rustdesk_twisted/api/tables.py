@@ -52,6 +52,8 @@ device_groups = Table(
     Column("name", String(NAME), nullable=False, unique=True),
     Column("note", String(NOTE), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
+    # The group's strategy, the last in precedence (device > owner > device group).
+    Column("strategy_id", Integer, ForeignKey("strategies.id", ondelete="SET NULL")),
 )
 
 strategies = Table(
@@ -147,6 +149,9 @@ devices = Table(
     Column("created_at", Float, nullable=False),
     Column("sysinfo_at", Float, nullable=False, default=0.0),
     Column("last_seen", Float, nullable=False, default=0.0),
+    # JSON list of the strategy option keys the device may hold from us: sent empty to clear
+    # them when its strategy no longer sets them.
+    Column("strategy_keys", Text, nullable=False, default="[]"),
 )
 
 address_books = Table(

@@ -26,6 +26,7 @@ from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME, hash_password
 from .app import ApiApp, in_reactor_threads
 from .hbbs import HbbsLink
 from .db import Database, describe, engine_url
+from .devices import DEFAULT_MAX_DEVICES, DEFAULT_SEEN_INTERVAL
 from .http import DEFAULT_MAX_BODY
 from .oidc import (
     CALLBACK_PATH,
@@ -57,6 +58,12 @@ OPTIONS = [
                            "release and change-ID."),
     ("token-lifetime", None, "TOKEN-LIFETIME",
      f"Seconds a login token stays valid (default {DEFAULT_TOKEN_LIFETIME})."),
+    ("max-devices", None, "MAX-DEVICES",
+     f"Most devices the API keeps (in memory for the heartbeat); sysinfo from new ones past "
+     f"it is refused (default {DEFAULT_MAX_DEVICES})."),
+    ("last-seen-interval", None, "LAST-SEEN-INTERVAL",
+     f"Seconds between batched writes of devices' last-seen times (default "
+     f"{DEFAULT_SEEN_INTERVAL})."),
     ("max-body", None, "MAX-BODY", f"Largest request body in bytes (default {DEFAULT_MAX_BODY})."),
     ("trusted-proxies", None, "TRUSTED-PROXIES",
      "CIDRs whose X-Real-IP/X-Forwarded-For are believed (default 127.0.0.0/8,::1: hbbs's "
@@ -138,6 +145,9 @@ class ApiConfig:
         self.console = os.path.join(self.data_dir, "hbbs-console.sock")
         self.token_lifetime = settings.integer("TOKEN-LIFETIME", DEFAULT_TOKEN_LIFETIME,
                                                minimum=60)
+        self.max_devices = settings.integer("MAX-DEVICES", DEFAULT_MAX_DEVICES, minimum=1)
+        self.seen_interval = settings.integer("LAST-SEEN-INTERVAL", DEFAULT_SEEN_INTERVAL,
+                                              minimum=1, maximum=3600)
         self.max_body = settings.integer("MAX-BODY", DEFAULT_MAX_BODY, minimum=1024,
                                          maximum=256 * 1024 * 1024)
         max_peers = settings.integer("AB-MAX-PEERS", DEFAULT_MAX_PEERS, minimum=1,
@@ -235,7 +245,9 @@ class ApiService(service.MultiService):
                               oidc_providers=config.oidc_providers, public_url=config.public_url,
                               oidc_pending=PendingLogins(
                                   max_entries=config.oidc_pending,
-                                  per_source=config.oidc_pending_per_source))
+                                  per_source=config.oidc_pending_per_source),
+                              max_devices=config.max_devices,
+                              seen_interval=config.seen_interval)
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
             except ValueError as e:
@@ -275,6 +287,9 @@ class ApiService(service.MultiService):
             log.info("Online state from hbbs at {host}:{port}; peer keys from {db}",
                      host=config.hbbs[0], port=config.hbbs[1], db=config.peer_db,
                      event="banner")
+        log.info("Devices: at most {max_devices} kept; last-seen times written every "
+                 "{interval}s", max_devices=config.max_devices, interval=config.seen_interval,
+                 event="banner")
         log.info("Audit logs kept {days} days (0: for ever); recordings {recordings}",
                  days=config.audit_retention_days,
                  recordings=config.recording_dir or "off", event="banner")
