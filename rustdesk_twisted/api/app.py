@@ -11,6 +11,7 @@ from twisted.internet.threads import deferToThreadPool
 from ..wire.websocket import TrustedProxies, client_address
 from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
+from .console import Console
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 
 
@@ -27,10 +28,12 @@ def at_once(f, *args):
 
 
 class ApiApp:
-    """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API."""
+    """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API;
+    ``data_dir`` holds hbbs's key files; ``console`` the :class:`~.console.ConsoleOptions`."""
 
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, data_dir=".",
+                 console=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -41,6 +44,8 @@ class ApiApp:
         self.router = Router()
         self.router.add("GET", "/api/login-options", self._login_options)
         self.accounts.add_routes(self.router)
+        self.console = Console(self, data_dir, console)
+        self.console.add_routes(self.router)
 
     def _login_options(self, call):
         """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""

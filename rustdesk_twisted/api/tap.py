@@ -20,6 +20,8 @@ from ..startup import ExitOnStartupError
 from ..wire.websocket import TrustedProxies
 from . import migrate
 from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME
+from .console import ConsoleOptions
+from .console.session import DEFAULT_SESSION_IDLE
 from .app import ApiApp, in_reactor_threads
 from .hbbs import HbbsLink
 from .db import Database, describe, engine_url
@@ -48,6 +50,12 @@ OPTIONS = [
     ("trusted-proxies", None, "TRUSTED-PROXIES",
      "CIDRs whose X-Real-IP/X-Forwarded-For are believed (default 127.0.0.0/8,::1: hbbs's "
      "HTTP proxy and a local reverse proxy)."),
+    ("console-secure-cookies", None, "CONSOLE-SECURE-COOKIES",
+     "Y: mark the web console's cookies Secure even on plain http (a TLS proxy in front); "
+     "over https they always are."),
+    ("console-session-idle", None, "CONSOLE-SESSION-IDLE",
+     f"Seconds a web console session lives without a request (default "
+     f"{DEFAULT_SESSION_IDLE})."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
     ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error."),
 ]
@@ -83,6 +91,10 @@ class ApiConfig:
                                                minimum=60)
         self.max_body = settings.integer("MAX-BODY", DEFAULT_MAX_BODY, minimum=1024,
                                          maximum=256 * 1024 * 1024)
+        self.console = ConsoleOptions(
+            secure_cookies=settings.flag("CONSOLE-SECURE-COOKIES"),
+            session_idle=settings.integer("CONSOLE-SESSION-IDLE", DEFAULT_SESSION_IDLE,
+                                          minimum=60, maximum=30 * 86400))
         proxies = settings.get("TRUSTED-PROXIES")
         try:
             self.trusted = (TrustedProxies(proxies.split(",")) if proxies is not None
@@ -135,7 +147,8 @@ class ApiService(service.MultiService):
             hbbs = HbbsLink(self.reactor, config.hbbs, config.peer_db, config.console, blocking)
             self.app = ApiApp(self.db, self.reactor, blocking,
                               token_lifetime=config.token_lifetime, trusted=config.trusted,
-                              max_body=config.max_body, hbbs=hbbs)
+                              max_body=config.max_body, hbbs=hbbs, data_dir=config.data_dir,
+                              console=config.console)
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
             except ValueError as e:
@@ -158,6 +171,10 @@ class ApiService(service.MultiService):
             log.info("Online state from hbbs at {host}:{port}; peer keys from {db}",
                      host=config.hbbs[0], port=config.hbbs[1], db=config.peer_db,
                      event="banner")
+        log.info("Web console at / (session idle {idle}s, cookies {secure})",
+                 idle=config.console.session_idle,
+                 secure="always Secure" if config.console.secure_cookies else "Secure over https",
+                 event="banner")
         log.info("Passwords: argon2id t={time_cost} m={memory_cost}KiB p={parallelism}; tokens "
                  "valid {lifetime}s", lifetime=config.token_lifetime, event="banner",
                  **ARGON2_PARAMETERS)
