@@ -23,7 +23,7 @@ from ..accounts import MAX_PASSWORD, TOO_MANY_ATTEMPTS, _check_password, _check_
 from ..http import ApiError, Reply
 from . import data
 from .forms import Form
-from .render import Pager, Templates, html_reply, redirect
+from .render import TEMPLATES, Pager, html_reply, redirect
 from .session import LOGIN_COOKIE, SESSION_COOKIE, ConsoleSessions, DEFAULT_SESSION_IDLE, \
     Notices, cookie_header, form_token, form_token_matches, new_secret, read_cookies, same_origin
 
@@ -93,7 +93,7 @@ class ConsoleCore:
         self.secure_cookies = options.secure_cookies
         self.sessions = ConsoleSessions(app.db, options.session_idle)
         self.notices = Notices()
-        self.templates = Templates()
+        self.templates = TEMPLATES
         self.limits = LimitLog(self.log)
         self.css = resources.files(__package__).joinpath("static", "console.css").read_bytes()
 

@@ -51,6 +51,8 @@ class Pager:
 
 
 class Templates:
+    """The package's templates, compiled once per process (they never change while it runs)."""
+
     def __init__(self):
         self.env = Environment(loader=PackageLoader("rustdesk_twisted.api.console", "templates"),
                                autoescape=select_autoescape(default=True, default_for_string=True),
@@ -59,6 +61,9 @@ class Templates:
 
     def render(self, template, **context):
         return self.env.get_template(template).render(**context).encode("utf-8")
+
+
+TEMPLATES = Templates()
 
 
 def html_reply(body, status=200, headers=()):
