@@ -91,7 +91,7 @@ class ApiConfig:
                                                minimum=60)
         self.max_body = settings.integer("MAX-BODY", DEFAULT_MAX_BODY, minimum=1024,
                                          maximum=256 * 1024 * 1024)
-        self.console = ConsoleOptions(
+        self.console_options = ConsoleOptions(
             secure_cookies=settings.flag("CONSOLE-SECURE-COOKIES"),
             session_idle=settings.integer("CONSOLE-SESSION-IDLE", DEFAULT_SESSION_IDLE,
                                           minimum=60, maximum=30 * 86400))
@@ -148,7 +148,7 @@ class ApiService(service.MultiService):
             self.app = ApiApp(self.db, self.reactor, blocking,
                               token_lifetime=config.token_lifetime, trusted=config.trusted,
                               max_body=config.max_body, hbbs=hbbs, data_dir=config.data_dir,
-                              console=config.console)
+                              console=config.console_options)
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
             except ValueError as e:
@@ -171,10 +171,10 @@ class ApiService(service.MultiService):
             log.info("Online state from hbbs at {host}:{port}; peer keys from {db}",
                      host=config.hbbs[0], port=config.hbbs[1], db=config.peer_db,
                      event="banner")
+        console = config.console_options
         log.info("Web console at / (session idle {idle}s, cookies {secure})",
-                 idle=config.console.session_idle,
-                 secure="always Secure" if config.console.secure_cookies else "Secure over https",
-                 event="banner")
+                 idle=console.session_idle, event="banner",
+                 secure="always Secure" if console.secure_cookies else "Secure over https")
         log.info("Passwords: argon2id t={time_cost} m={memory_cost}KiB p={parallelism}; tokens "
                  "valid {lifetime}s", lifetime=config.token_lifetime, event="banner",
                  **ARGON2_PARAMETERS)
