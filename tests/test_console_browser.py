@@ -1,6 +1,7 @@
 """The web console in a real headless Chromium against real ``twistd rustdesk-api`` and
 ``rustdesk-hbbs`` processes: sign in, add a user, edit a strategy, look at devices (online
-state from hbbs), change a device's ID through hbbs's console, read the audit log, sign out.
+state from hbbs), change a device's ID through hbbs's console, read the audit logs, see the
+server key, create an API token, sign out.
 
 Each step leaves a screenshot (tests/browsersupport.screenshot: $RUSTDESK_SCREENSHOTS, else
 test-screenshots/ at the top of the checkout) for people to look at after the run.
@@ -19,6 +20,7 @@ from twisted.trial import unittest
 
 from rustdesk_twisted.api import migrate, tables
 from rustdesk_twisted.api.accounts import hash_password
+from rustdesk_twisted.api.console.settings import config_string
 from rustdesk_twisted.api.db import Database, engine_url
 from rustdesk_twisted.client import ControlledPeer, ReactorHost, ServerAddress
 
@@ -94,11 +96,11 @@ class ConsoleInChromiumTests(unittest.TestCase):
         driver = await browser(self)
         base = await self.start_servers()
         try:
-            shots = await deferToThread(Walk(driver, base).run)
+            shots = await deferToThread(Walk(driver, base, self.data_dir).run)
         except Exception as e:
             raise AssertionError(f"{e}\nthe API said:\n"
                                  + self.api_process.output.decode(errors="replace")) from e
-        self.assertEqual(len(shots), 10)
+        self.assertEqual(len(shots), 12)
         self.assertTrue(all(os.path.getsize(path) > 5000 for path in shots))
         database = sqlite3.connect(f"file:{self.data_dir}/db_api.sqlite3?mode=ro", uri=True)
         self.addCleanup(database.close)
@@ -110,21 +112,23 @@ class ConsoleInChromiumTests(unittest.TestCase):
         self.assertEqual(database.execute("select action from audit_console order by id")
                          .fetchall(), [("console.login",), ("user.add",), ("strategy.add",),
                                        ("strategy.edit",), ("device.change_id",),
-                                       ("console.logout",)])
+                                       ("api_token.add",), ("console.logout",)])
         self.assertNotIn(PASSWORD.encode(), self.api_process.output)
 
 
 class Walk:
     """The browser's side, run in a thread: every WebDriver call blocks."""
 
-    def __init__(self, driver, base):
+    def __init__(self, driver, base, data_dir):
         from selenium.common.exceptions import NoSuchElementException, \
             StaleElementReferenceException
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
+        from selenium.webdriver.support.ui import Select, WebDriverWait
         self.by = By
+        self.select = Select
         self.driver = driver
         self.base = base
+        self.data_dir = data_dir
         self.wait = WebDriverWait(driver, WAIT, ignored_exceptions=(
             NoSuchElementException, StaleElementReferenceException))
         self.shots = []
@@ -220,6 +224,22 @@ class Walk:
         for action in ("console.login", "user.add", "strategy.edit", "device.change_id"):
             assert action in text, text
         self.shot("audit-console")
+
+        self.nav("Keys", "Server keys")
+        with open(os.path.join(self.data_dir, "id_ed25519.pub")) as f:
+            key = f.read().strip()
+        blocks = [b.text for b in driver.find_elements(self.by.CSS_SELECTOR, "pre.copy")]
+        assert blocks[0] == key and blocks[1] == config_string("127.0.0.1", key, self.base), \
+            blocks
+        self.shot("keys")
+
+        self.nav("Tokens", "API tokens")
+        self.type_into("#name", "deploy script")
+        self.select(self.find("select[name=scope_devices]")).select_by_value("rw")
+        self.find("form[action='/tokens'] button").click()
+        self.wait.until(lambda d: d.find_elements(self.by.CSS_SELECTOR, "section.created"))
+        assert len(self.find("section.created pre").text) == 43
+        self.shot("token-created")
 
         self.find("form.signout button").click()
         self.heading("Sign in")

@@ -31,6 +31,7 @@ WRONG_LOGIN = "Wrong name, password or code."
 MAX_NEXT = 500
 MAX_SEARCH = 100
 MAX_PAGE = 100_000
+RECENT = 8
 
 
 class ConsoleOptions:
@@ -233,7 +234,9 @@ class ConsoleCore:
         if not viewer.is_admin:
             return redirect("/me")
         counts = await self.db.run(data.overview)
-        return self.page(viewer, "home.html", section="home", title="Overview", counts=counts)
+        _, recent = await self.db.run(data.audit_rows, "console", "", None, None, 0, RECENT)
+        return self.page(viewer, "home.html", section="home", title="Overview", counts=counts,
+                         recent=recent)
 
     def stylesheet(self, call):
         return Reply(200, self.css, b"text/css; charset=utf-8")
