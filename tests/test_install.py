@@ -21,7 +21,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from .livesupport import REPOSITORY
 from .test_readme import readme_blocks
 
-PLUGIN_FILES = ["rustdesk_hbbr.py", "rustdesk_hbbs.py", "rustdesk_server.py"]
+PLUGIN_FILES = ["rustdesk_api.py", "rustdesk_hbbr.py", "rustdesk_hbbs.py", "rustdesk_server.py"]
+# The web console's package data: a non-editable install must carry it.
+CONSOLE_FILES = ["templates/base.html", "templates/login.html", "static/console.css"]
 OFFLINE = {"PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "PIP_NO_BUILD_ISOLATION": "0",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
@@ -119,6 +121,9 @@ class InstallOrderTests(SynchronousTestCase):
         self.assertEqual(sorted(n for n in os.listdir(plugins) if n.endswith(".py")),
                          PLUGIN_FILES)
         self.assertIn("rustdesk-server", twistd_help(python))
+        console = os.path.join(site, "rustdesk_twisted", "api", "console")
+        for name in CONSOLE_FILES:
+            self.assertTrue(os.path.isfile(os.path.join(console, name)), name)
 
     def test_quick_start_then_tests(self):
         self.check_order(quick_start_install(), test_script_install())
