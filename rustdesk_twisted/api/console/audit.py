@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from ..http import ApiError, Reply, bad_request
 from . import data
-from .core import list_args, pager
+from .core import Pages, list_args, pager
 from .render import when
 
 TITLES = {"conn": "Connections", "file": "File transfers", "alarm": "Alarms",
@@ -50,11 +50,7 @@ def _cell(value, column):
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
-class AuditPages:
-    def __init__(self, console):
-        self.console = console
-        self.db = console.db
-
+class AuditPages(Pages):
     def add_routes(self, router):
         route = self.console.route
         route(router, "GET", "/audit/{kind}", self.list,

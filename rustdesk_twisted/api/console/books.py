@@ -2,16 +2,12 @@
 
 from .. import tables
 from . import data
-from .core import actor, list_args, pager, path_id
+from .core import Pages, actor, list_args, pager, path_id
 
 TARGETS = ("user", "group", "everyone")
 
 
-class BookPages:
-    def __init__(self, console):
-        self.console = console
-        self.db = console.db
-
+class BookPages(Pages):
     def add_routes(self, router):
         route = self.console.route
         route(router, "GET", "/address-books", self.list, "Address books")

@@ -66,6 +66,14 @@ def actor(call, viewer):
     return data.Actor(viewer.user, call.client_ip, call.now)
 
 
+class Pages:
+    """An area of the console: its handlers, and the routes :meth:`add_routes` registers."""
+
+    def __init__(self, console):
+        self.console = console
+        self.db = console.db
+
+
 def safe_next(value):
     """A path of this site to go to after signing in, or '/'."""
     if (not isinstance(value, str) or not value.startswith("/") or value.startswith("//")

@@ -14,7 +14,7 @@ from ...hbbs.registry import ID_FORMAT
 from .. import tables
 from ..http import bad_request
 from . import data
-from .core import actor, list_args, pager, path_id
+from .core import Pages, actor, list_args, pager, path_id
 
 SAFE_ID = re.compile(r"[\w-]{1,64}")
 DEVICE_STATUS = {1: "enabled", 0: "disabled"}
@@ -33,11 +33,7 @@ def _sendable(rustdesk_id):
         raise bad_request("this device's ID has characters hbbs's console cannot take")
 
 
-class DevicePages:
-    def __init__(self, console):
-        self.console = console
-        self.db = console.db
-
+class DevicePages(Pages):
     def add_routes(self, router):
         route = self.console.route
         route(router, "GET", "/devices", self.list, "Devices")

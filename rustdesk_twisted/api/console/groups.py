@@ -2,7 +2,7 @@
 
 from .. import tables
 from . import data
-from .core import actor, list_args, pager, path_id
+from .core import Pages, actor, list_args, pager, path_id
 
 KINDS = {"user": ("/user-groups", "User groups", "user group"),
          "device": ("/device-groups", "Device groups", "device group")}
@@ -13,11 +13,7 @@ def _fields(form):
             "note": form.text("note", tables.NOTE)}
 
 
-class GroupPages:
-    def __init__(self, console):
-        self.console = console
-        self.db = console.db
-
+class GroupPages(Pages):
     def add_routes(self, router):
         route = self.console.route
         for kind, (base, title, what) in KINDS.items():

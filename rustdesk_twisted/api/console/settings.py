@@ -15,7 +15,7 @@ from ...wire.keys import KeyFileError, b64, directory_public_key, fingerprint
 from .. import tables
 from ..accounts import new_token, token_hash
 from . import data
-from .core import actor, list_args, pager, path_id
+from .core import Pages, actor, list_args, pager, path_id
 
 HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
 API_URL = re.compile(r"https?://[A-Za-z0-9.:\[\]-]{1,255}(/[A-Za-z0-9._~/-]*)?")
@@ -52,11 +52,7 @@ def _read_key(data_dir):
     return b64(public), fingerprint(public), None
 
 
-class SettingsPages:
-    def __init__(self, console):
-        self.console = console
-        self.db = console.db
-
+class SettingsPages(Pages):
     def add_routes(self, router):
         route = self.console.route
         route(router, "GET", "/keys", self.keys, "The server key and the client config string")

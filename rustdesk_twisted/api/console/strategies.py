@@ -5,7 +5,7 @@ import re
 from .. import tables
 from ..http import bad_request
 from . import data
-from .core import actor, list_args, pager, path_id
+from .core import Pages, actor, list_args, pager, path_id
 from .forms import MAX_FORM_BYTES
 
 OPTION_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -34,11 +34,7 @@ def parse_options(text):
     return options
 
 
-class StrategyPages:
-    def __init__(self, console):
-        self.console = console
-        self.db = console.db
-
+class StrategyPages(Pages):
     def add_routes(self, router):
         route = self.console.route
         route(router, "GET", "/strategies", self.list, "Strategies")

@@ -5,7 +5,7 @@ from .. import tables
 from ..accounts import MAX_PASSWORD, TOO_MANY_ATTEMPTS, _check_password, hash_password
 from ..http import bad_request
 from . import data
-from .core import actor, list_args, pager, path_id
+from .core import Pages, actor, list_args, pager, path_id
 
 MIN_PASSWORD = 8
 
@@ -28,11 +28,7 @@ def _user_fields(form):
             "strategy_id": form.integer("strategy_id", minimum=1, optional=True)}
 
 
-class UserPages:
-    def __init__(self, console):
-        self.console = console
-        self.db = console.db
-
+class UserPages(Pages):
     def add_routes(self, router):
         route = self.console.route
         route(router, "GET", "/users", self.list, "Users")
