@@ -25,10 +25,11 @@ import sys
 import tempfile
 import time
 
-from . import harness, punch, registration, relay
+from . import api, harness, punch, registration, relay
 from .harness import Row
 
 SCENARIOS = ("registration", "register-new", "memory", "punch", "relay")
+CHOICES = SCENARIOS + ("api",)
 
 
 def run(scenario, build, args):
@@ -53,6 +54,8 @@ def run(scenario, build, args):
         seconds = 0.3 if args.quick else args.seconds
         results, idle = relay.measure(build, seconds, runs, [1, 8], args.quick, args.hbbr)
         return relay.rows(results, idle, [1, 8])
+    if scenario == "api":
+        return api.rows(build, runs, args.quick)
     raise ValueError(scenario)
 
 
@@ -82,7 +85,7 @@ def configure(parser, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--scenario", action="append", choices=SCENARIOS,
+    parser.add_argument("--scenario", action="append", choices=CHOICES,
                         help="run only this scenario (repeatable)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per relay run")

@@ -90,11 +90,17 @@ class LimitLog:
     if none is stale the oldest.  Many sources at once (forged UDP sources,
     a botnet) cannot flood the log either: past ``max_lines`` reports in an
     interval, reports are only counted, and the next interval starts with
-    one line saying how many were left out.
+    one line saying how many were left out.  ``line`` and ``event`` give
+    reports that are not limit hits (a failing upstream) the same bounds.
     """
 
-    def __init__(self, logger=None, interval=60.0, max_sources=10_000, max_lines=100):
+    LINE = "{source} limit {limit} reached{detail}{more}"
+
+    def __init__(self, logger=None, interval=60.0, max_sources=10_000, max_lines=100,
+                 line=LINE, event="limit_reached"):
         self.log = logger if logger is not None else Logger()
+        self.line = line
+        self.event = event
         self.interval = interval
         self.max_sources = max_sources
         self.max_lines = max_lines
@@ -124,10 +130,9 @@ class LimitLog:
         self._reported.pop(key, None)
         self._reported[key] = [now, 0]
         self.log.warn(
-            "{source} limit {limit} reached{detail}{more}", source=source, limit=limit,
-            detail=f": {detail}" if detail else "",
+            self.line, source=source, limit=limit, detail=f": {detail}" if detail else "",
             more=f" ({suppressed} more hits since the last report)" if suppressed else "",
-            event="limit_reached", suppressed=suppressed)
+            event=self.event, suppressed=suppressed)
 
     def _line_allowed(self, now):
         """Within this interval's budget of report lines; opens a new interval when due."""

@@ -95,8 +95,16 @@ class HbbsCollector:
                   ("key_change_while_online_elsewhere", registry.key_changes_refused))
         yield _counter("rustdesk_hbbs_rate_limit_hits", "Registrations refused TOO_FREQUENT.",
                        ["limit"], (((name,), value) for name, value in limits))
+        proxy = server.api_proxy
+        yield _counter("rustdesk_hbbs_api_proxy_requests",
+                       "HttpProxyRequests by outcome (answered: the API's answer passed back; "
+                       "the others are the error sent instead; abandoned: the client left "
+                       "first).", ["outcome"],
+                       (((name,), proxy.counters[name]) for name in sorted(proxy.counters)))
+        yield _gauge("rustdesk_hbbs_api_proxy_in_flight", "HttpProxyRequests waiting for the API.",
+                     proxy.in_flight_total)
         hits = {}
-        sources = [server.limits, registry.limits, registry.ip_blocker.limits]
+        sources = [server.limits, registry.limits, registry.ip_blocker.limits, proxy.limits]
         admission = getattr(self.service, "websocket_admission", None)
         if admission is not None:  # the TCP and WebSocket connection caps
             sources += [admission.limits.limit_log, admission.proxy_limits.limit_log]

@@ -318,9 +318,35 @@ class Accounts:
         return self.revoke(call.token["id"]).addCallback(lambda _: json_reply({}))
 
     def add_routes(self, router):
-        router.add("POST", "/api/login", self.login)
-        router.add("POST", "/api/currentUser", self.current_user, auth=self.authenticate)
-        router.add("POST", "/api/logout", self.logout, auth=self.authenticate)
+        router.add("POST", "/api/login", self.login, summary="Log in (password, then TOTP)",
+                   body=LOGIN_BODY, reply=AUTH_BODY)
+        router.add("POST", "/api/currentUser", self.current_user, auth=self.authenticate,
+                   summary="The logged-in user", body=DEVICE_BODY, reply=USER_PAYLOAD)
+        router.add("POST", "/api/logout", self.logout, auth=self.authenticate,
+                   summary="Revoke this token", body=DEVICE_BODY, reply={"type": "object"})
+
+
+DEVICE_INFO = {"type": "object", "properties": {
+    "os": {"type": "string"}, "type": {"type": "string"}, "name": {"type": "string"}}}
+DEVICE_BODY = {"type": "object", "properties": {"id": {"type": "string"},
+                                                "uuid": {"type": "string"}}}
+LOGIN_BODY = {"type": "object", "properties": {
+    "username": {"type": "string", "maxLength": MAX_NAME},
+    "password": {"type": "string", "maxLength": MAX_PASSWORD},
+    "id": {"type": "string"}, "uuid": {"type": "string"}, "autoLogin": {"type": "boolean"},
+    "type": {"type": "string"}, "verificationCode": {"type": ["string", "null"]},
+    "tfaCode": {"type": ["string", "null"]}, "secret": {"type": ["string", "null"]},
+    "deviceInfo": DEVICE_INFO}}
+USER_PAYLOAD = {"type": "object", "required": ["name", "info"], "properties": {
+    "name": {"type": "string"}, "display_name": {"type": "string"},
+    "avatar": {"type": "string"}, "email": {"type": "string"}, "note": {"type": "string"},
+    "status": {"type": "integer"}, "is_admin": {"type": "boolean"},
+    "verifier": {"type": "string"}, "third_auth_type": {"type": "string"},
+    "info": {"type": "object"}}}
+AUTH_BODY = {"type": "object", "properties": {
+    "type": {"type": "string"}, "access_token": {"type": "string"},
+    "tfa_type": {"type": "string"}, "secret": {"type": "string"}, "user": {"type": "object"},
+    "error": {"type": "string"}}}
 
 
 def _bounded(value, limit=MAX_NAME):

@@ -9,8 +9,10 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 
 from ..wire.websocket import TrustedProxies, client_address
+from . import openapi
 from .hbbs import HbbsLink
 from .accounts import DEFAULT_TOKEN_LIFETIME, Accounts
+from .addressbooks import AddressBooks
 from .console import Console
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 
@@ -32,8 +34,8 @@ class ApiApp:
     ``data_dir`` holds hbbs's key files; ``console`` the :class:`~.console.ConsoleOptions`."""
 
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
-                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, data_dir=".",
-                 console=None):
+                 trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, ab_limits=None,
+                 data_dir=".", console=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -42,10 +44,15 @@ class ApiApp:
         self.accounts = Accounts(db, blocking, token_lifetime)
         self.login_options = []
         self.router = Router()
-        self.router.add("GET", "/api/login-options", self._login_options)
+        self.router.add("GET", "/api/login-options", self._login_options,
+                        summary="The login dialog's third-party buttons",
+                        reply={"type": "array", "items": {"type": "string"}})
         self.accounts.add_routes(self.router)
+        self.address_books = AddressBooks(db, self.accounts.authenticate, ab_limits, max_body)
+        self.address_books.add_routes(self.router)
         self.console = Console(self, data_dir, console)
         self.console.add_routes(self.router)
+        openapi.add_routes(self.router)
 
     def _login_options(self, call):
         """The buttons of the login dialog: ``oidc/<provider>`` per configured provider."""

@@ -150,8 +150,9 @@ class Router:
     ``auth`` is a function of the Call that authorises it (setting ``call.user``)
     or raises ApiError; it may return a Deferred.  ``summary``, ``body`` and
     ``reply`` (JSON Schemas of the request and success bodies; ``reply`` may be
-    the string "text" or "empty") and ``query`` (name -> JSON Schema) describe
-    the route in the OpenAPI document.
+    the string "text", "html" or "empty"; ``body`` may be ``{"form": schema}`` for
+    an HTML form post) and ``query`` (name -> JSON Schema) describe the route in
+    the OpenAPI document.
     """
 
     def __init__(self):
@@ -304,3 +305,35 @@ class ApiSite(server.Site):
         """Requests are counted in /metrics; a line per request would log tokens' timing
         and flood the log under the 3-second heartbeats."""
 
+
+
+MAX_PAGE_SIZE = 1000
+MAX_PAGE = 1_000_000
+
+PAGE_QUERY = {
+    "current": {"type": "integer", "minimum": 1},
+    "pageSize": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+}
+
+
+def page_window(call, max_size=MAX_PAGE_SIZE):
+    """(offset, limit) of the client's 1-based ``current`` and ``pageSize`` (API.md 1.0).
+
+    A page size past ``max_size`` is refused rather than cut: the client steps
+    through pages with its own size, so a shorter page would make it skip entries."""
+    size = call.query_int("pageSize", 100, minimum=1)
+    if size > max_size:
+        raise bad_request(f"pageSize must be at most {max_size}")
+    current = call.query_int("current", 1, minimum=1, maximum=MAX_PAGE)
+    return (current - 1) * size, size
+
+
+def page_reply(total, data):
+    """One page as the client reads it: ``{"total": N, "data": [...]}``."""
+    return json_reply({"total": total, "data": data})
+
+
+def page_schema(item):
+    """The JSON Schema of a page of ``item``s."""
+    return {"type": "object", "required": ["total", "data"],
+            "properties": {"total": {"type": "integer"}, "data": {"type": "array", "items": item}}}

@@ -106,6 +106,9 @@ tokens = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("last_used_at", Float, nullable=False),
+    # The personal book's version this token last pulled through the legacy API (API.md 1.3);
+    # its whole-book pushes delete only entries it has seen (see addressbooks).
+    Column("ab_version", BigInteger),
 )
 
 group_rules = Table(
@@ -190,6 +193,10 @@ ab_peers = Table(
     # Set when deleted: the recycle bin keeps the row until it is emptied or restored.
     Column("deleted_at", Float),
     UniqueConstraint("ab_id", "peer_id", name="uq_ab_peers_peer"),
+    # The book's version at the row's last write, and the token that wrote it (NULL: the
+    # console): what tells a stale legacy push from a deliberate one.
+    Column("version", BigInteger, nullable=False, default=0),
+    Column("updated_by", Integer),
 )
 
 ab_tags = Table(

@@ -20,6 +20,7 @@ from ..startup import ExitOnStartupError
 from ..wire.websocket import TrustedProxies
 from . import migrate
 from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME
+from .addressbooks import DEFAULT_MAX_PEERS, DEFAULT_MAX_TAGS, BookLimits
 from .console import ConsoleOptions
 from .console.session import DEFAULT_SESSION_IDLE
 from .app import ApiApp, in_reactor_threads
@@ -50,6 +51,13 @@ OPTIONS = [
     ("trusted-proxies", None, "TRUSTED-PROXIES",
      "CIDRs whose X-Real-IP/X-Forwarded-For are believed (default 127.0.0.0/8,::1: hbbs's "
      "HTTP proxy and a local reverse proxy)."),
+    ("max-peer-one-ab", None, "MAX-PEER-ONE-AB",
+     "Entries one address book may hold, as clients are told (default 0: no limit told; "
+     "--ab-max-peers still holds)."),
+    ("ab-max-peers", None, "AB-MAX-PEERS",
+     f"Entries one address book holds at most, recycle bin apart (default {DEFAULT_MAX_PEERS})."),
+    ("ab-max-tags", None, "AB-MAX-TAGS",
+     f"Tags one address book holds at most (default {DEFAULT_MAX_TAGS})."),
     ("console-secure-cookies", None, "CONSOLE-SECURE-COOKIES",
      "Y: mark the web console's cookies Secure even on plain http (a TLS proxy in front); "
      "over https they always are."),
@@ -91,6 +99,12 @@ class ApiConfig:
                                                minimum=60)
         self.max_body = settings.integer("MAX-BODY", DEFAULT_MAX_BODY, minimum=1024,
                                          maximum=256 * 1024 * 1024)
+        max_peers = settings.integer("AB-MAX-PEERS", DEFAULT_MAX_PEERS, minimum=1,
+                                     maximum=1_000_000)
+        self.ab_limits = BookLimits(
+            max_peer_one_ab=settings.integer("MAX-PEER-ONE-AB", 0, minimum=0, maximum=max_peers),
+            max_peers=max_peers,
+            max_tags=settings.integer("AB-MAX-TAGS", DEFAULT_MAX_TAGS, minimum=1, maximum=100_000))
         self.console_options = ConsoleOptions(
             secure_cookies=settings.flag("CONSOLE-SECURE-COOKIES"),
             session_idle=settings.integer("CONSOLE-SESSION-IDLE", DEFAULT_SESSION_IDLE,
@@ -147,8 +161,8 @@ class ApiService(service.MultiService):
             hbbs = HbbsLink(self.reactor, config.hbbs, config.peer_db, config.console, blocking)
             self.app = ApiApp(self.db, self.reactor, blocking,
                               token_lifetime=config.token_lifetime, trusted=config.trusted,
-                              max_body=config.max_body, hbbs=hbbs, data_dir=config.data_dir,
-                              console=config.console_options)
+                              max_body=config.max_body, hbbs=hbbs, ab_limits=config.ab_limits,
+                              data_dir=config.data_dir, console=config.console_options)
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
             except ValueError as e:
@@ -178,6 +192,10 @@ class ApiService(service.MultiService):
         log.info("Passwords: argon2id t={time_cost} m={memory_cost}KiB p={parallelism}; tokens "
                  "valid {lifetime}s", lifetime=config.token_lifetime, event="banner",
                  **ARGON2_PARAMETERS)
+        limits = config.ab_limits
+        log.info("Address books: at most {peers} entries (clients told {told}) and {tags} tags "
+                 "each", peers=limits.peers, told=limits.max_peer_one_ab, tags=limits.max_tags,
+                 event="banner")
 
     def stopService(self):
         d = super().stopService()

@@ -2,10 +2,12 @@
 
 :class:`ControlledPeer` (B) registers and answers hbbs; :class:`ControllingPeer`
 (A) asks for B and ends up with a direct or relayed stream carrying the
-peer handshake.  Both run on a *host* that supplies the clock and sockets:
-:class:`ReactorHost` for real sockets, or the in-memory one of the tests.
+peer handshake; :func:`http_proxy_request` reaches the API through hbbs.  All
+run on a *host* that supplies the clock and sockets: :class:`ReactorHost` for
+real sockets, or the in-memory one of the tests.
 """
 
+from .apiproxy import ApiProxyError, http_proxy_request
 from .controlled import ControlledPeer
 from .controlling import FAILURE_TEXT, ConnectOutcome, ControllingPeer
 from .rendezvous import (
@@ -21,6 +23,7 @@ from .sockets import ReactorHost
 from .streams import FramedRendezvousClient, WebSocketRendezvousClient
 
 __all__ = [
+    "ApiProxyError",
     "CLIENT_VERSION",
     "FAILURE_TEXT",
     "PUBLIC_SERVER_KEY",
@@ -37,5 +40,6 @@ __all__ = [
     "ServerAddress",
     "SessionError",
     "WebSocketRendezvousClient",
+    "http_proxy_request",
     "increase_port",
 ]

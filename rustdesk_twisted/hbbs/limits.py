@@ -134,15 +134,15 @@ class PunchLog:
         return True
 
 
-def spend(bucket, rate, burst, now):
-    """Take a token from ``bucket`` (``[tokens, last time]``, refilled at ``rate`` up to
-    ``burst``); False, taking nothing, when there is none."""
+def spend(bucket, rate, burst, now, cost=1.0):
+    """Take ``cost`` tokens from ``bucket`` (``[tokens, last time]``, refilled at ``rate`` up
+    to ``burst``); False, taking nothing, when there are fewer."""
     tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
     bucket[1] = now
-    if tokens < 1.0:
+    if tokens < cost:
         bucket[0] = tokens
         return False
-    bucket[0] = tokens - 1.0
+    bucket[0] = tokens - cost
     return True
 
 
@@ -160,14 +160,14 @@ class SourceRates:
         self.max_sources = max_sources
         self._buckets = {}
 
-    def allow(self, source, now):
-        """Take one token from ``source``'s bucket; False when it is empty."""
+    def allow(self, source, now, cost=1.0):
+        """Take ``cost`` tokens from ``source``'s bucket; False when it holds fewer."""
         bucket = self._buckets.get(source)
         if bucket is None:
             if len(self._buckets) >= self.max_sources:
                 self.prune(now)
             bucket = self._buckets[source] = [self.burst, now]
-        return spend(bucket, self.rate, self.burst, now)
+        return spend(bucket, self.rate, self.burst, now, cost)
 
     def prune(self, now):
         """Forget buckets that would be full by now; if none, the oldest one."""

@@ -19,6 +19,7 @@ from ..logtext import LimitLog, quoted, untrusted
 from ..wire import addr_mangle, fields, keys, messages, ownership
 from ..wire.rendezvous_pb2 import (
     FetchLocalAddr,
+    HttpProxyResponse,
     KeyExchange,
     NatType,
     PunchHole,
@@ -29,6 +30,7 @@ from ..wire.rendezvous_pb2 import (
     RendezvousMessage,
     SoftwareUpdate,
 )
+from .apiproxy import REQUEST_COST, ApiProxy
 from .limits import PunchLog, SourceRates, spend
 from .registry import Result
 
@@ -176,7 +178,8 @@ class RendezvousServer:
                  keep_alive=DEFAULT_KEEP_ALIVE, max_waiting=100_000,
                  requests_per_ip=DEFAULT_REQUESTS_PER_IP,
                  request_burst_per_connection=DEFAULT_REQUEST_BURST_PER_CONNECTION,
-                 announces_per_ip=DEFAULT_ANNOUNCES_PER_IP, loopback_config_update=False):
+                 announces_per_ip=DEFAULT_ANNOUNCES_PER_IP, loopback_config_update=False,
+                 api_proxy=None):
         self.registry = registry
         self.server_key = server_key
         self.relays = relays
@@ -200,6 +203,7 @@ class RendezvousServer:
         self.request_burst_per_connection = request_burst_per_connection
         self.announce_rates = SourceRates(announces_per_ip / 60.0, announces_per_ip)
         self._signed, self._signed_by = {}, None
+        self.api_proxy = api_proxy if api_proxy is not None else ApiProxy(clock)
 
     def _count(self, name):
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -338,6 +342,10 @@ class RendezvousServer:
             return True
         if kind == "register_pk":
             return self._stream_register_pk(channel, message.register_pk, now)
+        if kind == "http_proxy_request":
+            if not self._admit_request(channel, kind, now, REQUEST_COST):
+                return False
+            return self.api_proxy.handle(channel, message.http_proxy_request, now)
         if kind == "punch_hole_sent":
             self._punch_hole_sent(channel, message.punch_hole_sent)
         elif kind == "local_addr":
@@ -363,6 +371,7 @@ class RendezvousServer:
 
     def stream_closed(self, channel):
         self.waiting.forget(channel)
+        self.api_proxy.forget(channel)
         peer_id = channel.registered_id
         if peer_id is None:
             return
@@ -448,25 +457,30 @@ class RendezvousServer:
         elif peer.address is not None and self.send_datagram is not None:
             self.send_datagram(message.SerializeToString(), peer.address)
 
-    def _admit_request(self, channel, kind, now):
-        """PunchHoleRequest / RequestRelay within their rates, per connection and per source.
+    def _admit_request(self, channel, kind, now, cost=1):
+        """PunchHoleRequest / RequestRelay / HttpProxyRequest within their rates, per
+        connection and per source; a request takes ``cost`` of each.
 
         A connection past its burst is closed; a source past its rate gets a
         refusal the client shows (then the connection closes), so that a flood
         costs counters, not lookups, notices to peers or log lines.
         """
+        burst = self.request_burst_per_connection
         bucket = getattr(channel, "request_bucket", None)
         if bucket is None:
-            burst = self.request_burst_per_connection
             bucket = channel.request_bucket = [burst, now]
         source = source_key(channel.key[0])
-        if not spend(bucket, 1.0, self.request_burst_per_connection, now):
+        if not spend(bucket, 1.0, burst, now, min(cost, burst)):
             self.limits.hit(now, "requests-per-connection", source,
-                            f"more than {self.request_burst_per_connection} in a burst")
+                            f"more than {burst} in a burst")
             return False
-        if self.request_rates.allow(source, now):
+        if self.request_rates.allow(source, now, cost):
             return True
         self.limits.hit(now, "requests-per-ip", source, f"{self.request_rates.rate:g}/s")
+        if kind == "http_proxy_request":
+            channel.send(messages.wrap("http_proxy_response",
+                                       HttpProxyResponse(error=TOO_MANY_REQUESTS)))
+            return False
         self._park(channel)
         if kind == "punch_hole_request":
             refusal = messages.wrap("punch_hole_response",

@@ -2,7 +2,8 @@
 
 A *channel* is what the rendezvous controller talks to: ``send(message)``,
 ``close()``, ``address`` (as the peer is seen), ``key`` (its
-``try_into_v4`` form, the waiting-table key), ``is_websocket``.  The TCP
+``try_into_v4`` form, the waiting-table key), ``is_websocket``, ``secured``
+(secure_tcp done, so a proxied API request may be served on it).  The TCP
 protocol adds secure_tcp (PROTOCOL.md section 5) on 21116 when the server
 has a signing key; the WebSocket protocol in ``websocket.py`` reuses
 :class:`ChannelSession` for everything above the framing.
@@ -41,6 +42,8 @@ class ChannelSession:
         self.parked_key = None
         self.registered_id = None
         self.change_id_challenge = None  # the nonce a change-ID proof must sign (rendezvous.py)
+        self.secured = False  # secure_tcp done: the API may be proxied over it (apiproxy.py)
+        self.api_request = None
         self._write_message = write_message
         self._write_heartbeat = write_heartbeat
         self._lose_connection = lose_connection
@@ -136,6 +139,10 @@ class RendezvousTCP(Protocol):
         if self.handshake is not None:
             offer = messages.wrap("key_exchange", KeyExchange(keys=self.handshake.offer()))
             self.transport.write(encode_frame(offer.SerializeToString()))
+            # The client sends its request right behind its KeyExchange, often in one
+            # segment: the frame limit of a secured connection applies from the start
+            # and is lowered if the connection stays in plaintext.
+            self.decoder.max_frame = self.factory.secured_max_frame()
 
     def _write_message(self, payload):
         if self.stream is not None:
@@ -173,6 +180,7 @@ class RendezvousTCP(Protocol):
         self.first = False
         message = messages.parse(payload) if payload else None
         if message is None or message.WhichOneof("union") != "key_exchange":
+            self.decoder.max_frame = self.factory.max_frame
             return False
         try:
             self.stream = self.handshake.accept(list(message.key_exchange.keys))
@@ -180,6 +188,8 @@ class RendezvousTCP(Protocol):
             self.log.warn("closing {address}: secure_tcp failed: {error}",
                           address=self.session.address, error=e, event="handshake_failed")
             self.session.close()
+        else:
+            self.session.secured = True
         self.handshake = None
         return True
 
@@ -212,6 +222,12 @@ class RendezvousTCPFactory(Factory):
         if self._handshakes is None or self._handshakes.signing_key is not signing:
             self._handshakes = secure.HandshakeRotation(signing, self.clock)
         return self._handshakes.current()
+
+    def secured_max_frame(self):
+        """A proxied API request is one frame: a secured connection takes the largest body
+        the proxy allows."""
+        proxy = self.server.api_proxy
+        return max(self.max_frame, proxy.frame_limit) if proxy.url is not None else self.max_frame
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "")

@@ -9,6 +9,7 @@ reads configuration only; keys, the database and sockets open in
 
 import gc
 import os
+import re
 import resource
 import socket
 
@@ -16,6 +17,8 @@ from twisted.application import internet, service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.abstract import isIPv6Address
+from twisted.web.client import URI, Agent, HTTPConnectionPool
 
 from .. import __version__, adminweb, logs
 from ..admission import ConnectionLimits, DescriptorBudget
@@ -35,6 +38,13 @@ from ..wire.websocket import (
     websocket_site,
 )
 from .announce import relay_announcer
+from .apiproxy import (
+    DEFAULT_IN_FLIGHT_PER_IP,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_RESPONSE,
+    DEFAULT_TIMEOUT,
+    ApiProxy,
+)
 from .console import HbbsConsole, console_factory
 from .dirlock import DataDirectoryLock
 from .limits import IpBlocker
@@ -130,6 +140,20 @@ OPTIONS = [
     ("admin-token", None, "ADMIN-TOKEN",
      "Bearer token for /metrics and /status; required when --admin is not loopback."),
     ("admin-token-file", None, "ADMIN-TOKEN-FILE", "File holding ADMIN-TOKEN."),
+    ("api-server", None, "API-SERVER",
+     "Where API calls that clients send over TCP PORT (HttpProxyRequest, after secure_tcp) "
+     "go: an http(s) URL (default http://127.0.0.1:PORT-2), or 'off'. The API sees the "
+     "client's address in X-Forwarded-For and X-Real-IP; it must trust them from this host."),
+    ("api-proxy-max-body", None, "API-PROXY-MAX-BODY",
+     f"Largest request body proxied to the API, bytes (default {DEFAULT_MAX_BODY}); a secured "
+     "connection accepts frames this large."),
+    ("api-proxy-max-response", None, "API-PROXY-MAX-RESPONSE",
+     f"Largest API response body passed back, bytes (default {DEFAULT_MAX_RESPONSE})."),
+    ("api-proxy-timeout", None, "API-PROXY-TIMEOUT",
+     f"Seconds the API has to answer a proxied request (default {DEFAULT_TIMEOUT:g})."),
+    ("api-proxy-in-flight-per-ip", None, "API-PROXY-IN-FLIGHT-PER-IP",
+     "Proxied API requests from one IP (IPv6: one /64) waiting for the API at once "
+     f"(default {DEFAULT_IN_FLIGHT_PER_IP}); each also counts twice in --requests-per-ip."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
     ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error: events below it "
                                      "are dropped before they cost any output."),
@@ -216,6 +240,15 @@ class HbbsConfig:
         self.announces_per_ip = settings.integer("RELAY-ANNOUNCES-PER-IP",
                                                  DEFAULT_ANNOUNCES_PER_IP, minimum=1)
         self.loopback_console = settings.flag("LOOPBACK-CONSOLE")
+        self.api_server = _api_server(settings.get("API-SERVER"), self.port)
+        self.api_max_body = settings.integer("API-PROXY-MAX-BODY", DEFAULT_MAX_BODY, minimum=0,
+                                             maximum=64 * 1024 * 1024)
+        self.api_max_response = settings.integer("API-PROXY-MAX-RESPONSE", DEFAULT_MAX_RESPONSE,
+                                                 minimum=0, maximum=256 * 1024 * 1024)
+        self.api_timeout = settings.integer("API-PROXY-TIMEOUT", DEFAULT_TIMEOUT, minimum=1,
+                                            maximum=300)
+        self.api_in_flight = settings.integer("API-PROXY-IN-FLIGHT-PER-IP",
+                                              DEFAULT_IN_FLIGHT_PER_IP, minimum=1)
         proxies = settings.get("TRUSTED-PROXIES")
         try:
             self.trusted = TrustedProxies(_split(proxies)) if proxies is not None else TrustedProxies()
@@ -248,6 +281,23 @@ class HbbsConfig:
     @staticmethod
     def _tcp(port, interface):
         return f"tcp:{port}:interface={interface}:backlog={BACKLOG}"
+
+
+def _api_server(value, port):
+    """The API base URL hbbs proxies to, or None for 'off'."""
+    if not value:
+        return f"http://127.0.0.1:{port - 2}"
+    if value.lower() == "off":
+        return None
+    problem = ConfigError(f"API-SERVER must be an http:// or https:// URL or 'off', got {value!r}")
+    if not re.fullmatch(r"[!-~]+", value):
+        raise problem
+    url = URI.fromBytes(value.encode("ascii"))
+    host = url.host.decode("ascii")
+    if url.scheme not in (b"http", b"https") or url.query or url.fragment \
+            or not (re.fullmatch(r"[A-Za-z0-9.-]+", host) or isIPv6Address(host)):
+        raise problem
+    return value
 
 
 class _RelayProbe:
@@ -302,6 +352,7 @@ class HbbsService(service.MultiService):
         self.udp = None
         self.lock = None
         self.websocket_admission = None
+        self.api_pool = None
 
     def startService(self):
         """Examine the database first (reading only), so that a file we must refuse leaves
@@ -335,7 +386,7 @@ class HbbsService(service.MultiService):
             keep_alive=config.keep_alive, requests_per_ip=config.requests_per_ip,
             request_burst_per_connection=config.request_burst,
             announces_per_ip=config.announces_per_ip,
-            loopback_config_update=config.loopback_console)
+            loopback_config_update=config.loopback_console, api_proxy=self._api_proxy())
         if config.relay_announce:
             self._announce_to_relays(server_key)
         self.descriptors.budget.open(self.rlimits)
@@ -351,6 +402,16 @@ class HbbsService(service.MultiService):
         self.health = RelayHealthCheck(relays, _RelayProbe(self.reactor), self.reactor)
         self.health.start()
         self._banner(server_key, registry)
+
+    def _api_proxy(self):
+        config = self.config
+        agent = None
+        if config.api_server is not None:
+            self.api_pool = HTTPConnectionPool(self.reactor)
+            agent = Agent(self.reactor, pool=self.api_pool)
+        return ApiProxy(self.reactor, agent, config.api_server, max_body=config.api_max_body,
+                        max_response=config.api_max_response, timeout=config.api_timeout,
+                        in_flight_per_ip=config.api_in_flight)
 
     def _start_children(self):
         """Start every listener, or stop those already started and re-raise."""
@@ -475,6 +536,8 @@ class HbbsService(service.MultiService):
                  "(none: clients use this host's port+1)", event="banner")
         for endpoint in config.relay_announce:
             log.info("Announcing relay uuids to {endpoint}", endpoint=endpoint, event="banner")
+        log.info("API proxy (HttpProxyRequest on secured TCP): {target}",
+                 target=config.api_server or "off", event="banner")
         if config.always_use_relay:
             log.info("ALWAYS_USE_RELAY=Y", event="banner")
         if config.admin_warning:
@@ -484,6 +547,9 @@ class HbbsService(service.MultiService):
         d = super().stopService()
         if self.health is not None:
             self.health.stop()
+        if self.api_pool is not None:
+            d.addCallback(lambda result: self.api_pool.closeCachedConnections().addCallback(
+                lambda _: result))
 
         def close_store(result):
             self.server.registry.save_all_seen(self.reactor.seconds())
