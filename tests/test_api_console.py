@@ -629,8 +629,8 @@ class BookActionTests(ConsoleCase):
         browser.post(base + "/rules", {"target_kind": "group", "name": "staff", "rule": "1"})
         browser.post(base + "/rules", {"target_kind": "everyone", "name": "", "rule": "1"})
         browser.post(base + "/rules", {"target_kind": "group", "name": "staff", "rule": "3"})
-        got = [(r["user_id"], r["group_id"], r["rule"]) for r in rows(self.api, tables.ab_rules)]
-        self.assertEqual(got, [(self.admin_id, None, 2), (None, group, 3), (None, None, 1)])
+        got = {(r["user_id"], r["group_id"], r["rule"]) for r in rows(self.api, tables.ab_rules)}
+        self.assertEqual(got, {(self.admin_id, None, 2), (None, group, 3), (None, None, 1)})
         browser.post(f"/address-books/{personal}/rules", {"target_kind": "user",
                                                           "name": "admin", "rule": "1"})
         self.assertIn(b"a personal address book is not shared",
@@ -644,10 +644,28 @@ class BookActionTests(ConsoleCase):
         browser.post(f"{base}/bin/empty")
         self.assertEqual([p["peer_id"] for p in rows(self.api, tables.ab_peers)], ["1"])
         [team] = rows(self.api, tables.address_books, tables.address_books.c.id == book)
-        self.assertEqual(team["version"], 5)
+        self.assertEqual(team["version"], 4, "the restore is a change of the book")
+        [restored] = rows(self.api, tables.ab_peers)
+        self.assertEqual((restored["version"], restored["updated_by"]), (4, None))
         self.assertEqual(audit_actions(self.api)[1:], [
             "ab_rule.set", "ab_rule.set", "ab_rule.set", "ab_rule.set", "ab_rule.delete",
             "ab_peer.restore", "ab_bin.empty"])
+
+
+    def test_create_a_shared_book(self):
+        browser = self.signed_in()
+        browser.get("/address-books")
+        reply = browser.post("/address-books", {"name": "Support", "owner": "admin",
+                                                "note": "helpdesk"})
+        [book] = rows(self.api, tables.address_books)
+        self.assertEqual((book["name"], book["owner_id"], book["personal"], book["note"]),
+                         ("Support", self.admin_id, False, "helpdesk"))
+        self.assertEqual(reply.header("location"), f"/address-books/{book['id']}")
+        browser.post("/address-books", {"name": "Support", "owner": "admin"})
+        self.assertIn(b"the name &#39;Support&#39; is taken", browser.get("/address-books").body)
+        browser.post("/address-books", {"name": "Other", "owner": "ghost"})
+        self.assertIn(b"there is no user &#39;ghost&#39;", browser.get("/address-books").body)
+        self.assertEqual(audit_actions(self.api)[1:], ["ab.add"])
 
 
 class StrategyActionTests(ConsoleCase):

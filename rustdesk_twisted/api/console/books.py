@@ -11,6 +11,8 @@ class BookPages(Pages):
     def add_routes(self, router):
         route = self.console.route
         route(router, "GET", "/address-books", self.list, "Address books")
+        route(router, "POST", "/address-books", self.add, "Create a shared address book",
+              back="/address-books")
         route(router, "GET", "/address-books/{id}", self.show,
               "An address book: peers and share rules")
         route(router, "GET", "/address-books/{id}/bin", self.bin,
@@ -29,6 +31,15 @@ class BookPages(Pages):
         total, books = await self.db.run(data.list_books, q, offset)
         return self.console.page(viewer, "books.html", section="books", title="Address books",
                                  q=q, books=books, pager=pager(call, number, total))
+
+    async def add(self, call, viewer):
+        form = call.form
+        owner = form.text("owner", tables.NAME, required=True)
+        name = form.text("name", tables.NAME, required=True)
+        note = form.text("note", tables.NOTE)
+        book_id = await self.db.run(data.add_book, actor(call, viewer), owner, name, note)
+        return self.console.done(viewer, f"/address-books/{book_id}",
+                                 f"Shared address book {name} created; share it below.")
 
     async def _book_page(self, call, viewer, deleted):
         book = await self.db.run(data.get_book, path_id(call))

@@ -10,7 +10,7 @@ import json
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
-from .. import tables
+from .. import addressbooks, tables
 from ..http import ApiError, bad_request
 
 PAGE_SIZE = 50
@@ -357,8 +357,9 @@ def list_books(connection, q, offset, limit=PAGE_SIZE):
 
 def get_book(connection, book_id):
     b, u = tables.address_books, tables.users
-    return _one(connection, select(b.c.id, b.c.name, b.c.personal, b.c.note, b.c.version,
-                                   b.c.owner_id, u.c.name.label("owner_name")).select_from(
+    return _one(connection, select(b.c.id, b.c.guid, b.c.name, b.c.personal, b.c.note,
+                                   b.c.version, b.c.owner_id,
+                                   u.c.name.label("owner_name")).select_from(
         b.join(u, u.c.id == b.c.owner_id)).where(b.c.id == book_id), "address book")
 
 
@@ -389,11 +390,24 @@ def book_rules(connection, book_id):
         r.c.ab_id == book_id).order_by(r.c.id).limit(MAX_OPTIONS)))
 
 
+def add_book(connection, actor, owner_name, name, note):
+    """A new shared book of user ``owner_name`` (:func:`.addressbooks.create_shared_book`)."""
+    owner_id = _id_of(connection, tables.users, tables.users.c.name, owner_name, "user")
+    try:
+        guid = addressbooks.create_shared_book(connection, owner_id, name, actor.now, note)
+    except ValueError as e:
+        raise bad_request(str(e)) from None
+    record(connection, actor, "ab.add", f"shared address book {name!r} of {owner_name!r}")
+    return connection.execute(select(tables.address_books.c.id).where(
+        tables.address_books.c.guid == guid)).scalar_one()
+
+
 def add_book_rule(connection, actor, book_id, target_kind, name, rule):
+    """Share a book with a user, a user group or everyone (:func:`.addressbooks.share_book`:
+    the rule replaces what that one had)."""
     book = get_book(connection, book_id)
     if book["personal"]:
         raise bad_request("a personal address book is not shared")
-    r = tables.ab_rules
     user_id = group_id = None
     if target_kind == "user":
         user_id = _id_of(connection, tables.users, tables.users.c.name, name, "user")
@@ -402,15 +416,7 @@ def add_book_rule(connection, actor, book_id, target_kind, name, rule):
     elif target_kind == "group":
         group_id = _id_of(connection, tables.user_groups, tables.user_groups.c.name, name,
                           "user group")
-    same = connection.execute(select(r.c.id).where(
-        r.c.ab_id == book_id,
-        r.c.user_id.is_(None) if user_id is None else r.c.user_id == user_id,
-        r.c.group_id.is_(None) if group_id is None else r.c.group_id == group_id)).scalar()
-    if same is not None:
-        connection.execute(update(r).where(r.c.id == same).values(rule=rule))
-    else:
-        connection.execute(insert(r).values(ab_id=book_id, user_id=user_id, group_id=group_id,
-                                            rule=rule))
+    addressbooks.share_book(connection, book["guid"], rule, user_id, group_id)
     who = f"{target_kind} {name!r}" if target_kind != "everyone" else "everyone"
     record(connection, actor, "ab_rule.set",
            f"address book {book['name']!r} of {book['owner_name']!r}: {who} "
@@ -426,30 +432,22 @@ def delete_book_rule(connection, actor, book_id, rule_id):
            f"address book {book['name']!r} of {book['owner_name']!r}: rule #{rule_id}")
 
 
-def _bump_book(connection, book_id, now):
-    b = tables.address_books
-    connection.execute(update(b).where(b.c.id == book_id).values(
-        version=b.c.version + 1, updated_at=now))
-
-
 def restore_peer(connection, actor, book_id, peer_row_id):
+    """Bring an entry back from the recycle bin as a change of the book (a new version, by
+    the console), so a client's stale whole-book push does not delete it again."""
     book = get_book(connection, book_id)
     p = tables.ab_peers
     peer = _one(connection, select(p).where(p.c.id == peer_row_id, p.c.ab_id == book_id,
                                             p.c.deleted_at.is_not(None)), "deleted peer")
-    connection.execute(update(p).where(p.c.id == peer_row_id).values(
-        deleted_at=None, updated_at=actor.now))
-    _bump_book(connection, book_id, actor.now)
+    stamp = addressbooks._changing(connection, book_id, None, actor.now)
+    connection.execute(update(p).where(p.c.id == peer_row_id).values(deleted_at=None, **stamp))
     record(connection, actor, "ab_peer.restore",
            f"address book {book['name']!r} of {book['owner_name']!r}: {peer['peer_id']!r}")
 
 
 def empty_bin(connection, actor, book_id):
     book = get_book(connection, book_id)
-    p = tables.ab_peers
-    gone = connection.execute(delete(p).where(p.c.ab_id == book_id,
-                                              p.c.deleted_at.is_not(None))).rowcount
-    _bump_book(connection, book_id, actor.now)
+    gone = addressbooks.empty_recycle_bin(connection, book["guid"])
     record(connection, actor, "ab_bin.empty",
            f"address book {book['name']!r} of {book['owner_name']!r}: {gone} peers")
 
