@@ -59,7 +59,8 @@ def add_device(api, rustdesk_id, **fields):
 
 
 def add_row(api, table, **fields):
-    return api.db.run_now(lambda c: c.execute(insert(table).values(**fields)).inserted_primary_key[0])
+    return api.db.run_now(
+        lambda c: c.execute(insert(table).values(**fields)).inserted_primary_key[0])
 
 
 class ConsoleCase(unittest.TestCase):
@@ -358,8 +359,8 @@ class PageTests(ConsoleCase):
 
     def test_unknown_rows_and_kinds_are_404_pages(self):
         browser = self.signed_in()
-        for path in ("/users/999", "/devices/abc", "/audit/nope", "/strategies/99999999999999",
-                     "/address-books/7"):
+        for path in ("/users/999", "/devices/abc", "/audit/nope", "/strategies/2147483648",
+                     "/address-books/7", "/user-groups/-1"):
             reply = browser.get(path)
             self.assertEqual(reply.status, 404, path)
             self.assertIn(b"<h1>Error 404</h1>", reply.body)
@@ -491,6 +492,9 @@ class UserActionTests(ConsoleCase):
         browser.post("/users", {"name": "x", "password": "password1", "confirm": "password1",
                                 "group_id": "77"})
         self.assertIn(b"there is no such user group", browser.get("/users").body)
+        browser.post("/users", {"name": "x", "password": "password1", "confirm": "password1",
+                                "group_id": "2147483648"})
+        self.assertIn(b"group id is out of range", browser.get("/users").body)
         self.assertNotIn(b"there is no such", browser.get("/users").body, "shown once")
         self.assertEqual(audit_actions(self.api), ["console.login"])
 

@@ -8,12 +8,14 @@ from urllib.parse import urlencode
 
 from ..http import ApiError, Reply, bad_request
 from . import data
-from .core import Pages, list_args, pager
+from .core import LIST_QUERY, Pages, list_args, pager
 from .render import when
 
 TITLES = {"conn": "Connections", "file": "File transfers", "alarm": "Alarms",
           "console": "Console changes"}
 DAY = 86400
+AUDIT_QUERY = dict(LIST_QUERY, since={"type": "string", "format": "date"},
+                   until={"type": "string", "format": "date"})
 # A cell starting with one of these is a formula to a spreadsheet.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -54,8 +56,9 @@ class AuditPages(Pages):
     def add_routes(self, router):
         route = self.console.route
         route(router, "GET", "/audit/{kind}", self.list,
-              "An audit log (conn, file, alarm or console)")
-        route(router, "GET", "/audit/{kind}/csv", self.export, "An audit log as CSV")
+              "An audit log (conn, file, alarm or console)", query=AUDIT_QUERY)
+        route(router, "GET", "/audit/{kind}/csv", self.export, "An audit log as CSV",
+              query=AUDIT_QUERY)
 
     async def list(self, call, viewer):
         kind = _kind(call)

@@ -2,7 +2,7 @@
 
 from .. import tables
 from . import data
-from .core import Pages, actor, list_args, pager, path_id
+from .core import LIST_QUERY, Pages, actor, list_args, pager, path_id
 
 TARGETS = ("user", "group", "everyone")
 
@@ -10,15 +10,16 @@ TARGETS = ("user", "group", "everyone")
 class BookPages(Pages):
     def add_routes(self, router):
         route = self.console.route
-        route(router, "GET", "/address-books", self.list, "Address books")
+        route(router, "GET", "/address-books", self.list, "Address books", query=LIST_QUERY)
         route(router, "POST", "/address-books", self.add, "Create a shared address book",
-              back="/address-books")
+              back="/address-books", fields=("name", "owner", "note"))
         route(router, "GET", "/address-books/{id}", self.show,
-              "An address book: peers and share rules")
+              "An address book: peers and share rules", query=LIST_QUERY)
         route(router, "GET", "/address-books/{id}/bin", self.bin,
-              "An address book's recycle bin")
+              "An address book's recycle bin", query=LIST_QUERY)
         route(router, "POST", "/address-books/{id}/rules", self.add_rule,
-              "Share an address book", back="/address-books/{id}")
+              "Share an address book", back="/address-books/{id}",
+              fields=("target_kind", "name", "rule"))
         route(router, "POST", "/address-books/{id}/rules/{rule}/delete", self.delete_rule,
               "Stop sharing an address book with someone", back="/address-books/{id}")
         route(router, "POST", "/address-books/{id}/bin/{peer}/restore", self.restore,
@@ -73,7 +74,8 @@ class BookPages(Pages):
 
     async def restore(self, call, viewer):
         book_id = path_id(call)
-        await self.db.run(data.restore_peer, actor(call, viewer), book_id, path_id(call, "peer"))
+        await self.db.run(data.restore_peer, actor(call, viewer), book_id,
+                          path_id(call, "peer"))
         return self.console.done(viewer, f"/address-books/{book_id}/bin", "Peer restored.")
 
     async def empty(self, call, viewer):

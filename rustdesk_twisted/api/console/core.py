@@ -22,7 +22,7 @@ from ..accounts import MAX_PASSWORD, TOO_MANY_ATTEMPTS, _check_password, _check_
     _user_by_name
 from ..http import ApiError, Reply
 from . import data
-from .forms import Form
+from .forms import MAX_ID, Form
 from .render import TEMPLATES, Pager, html_reply, redirect
 from .session import LOGIN_COOKIE, SESSION_COOKIE, ConsoleSessions, DEFAULT_SESSION_IDLE, \
     Notices, cookie_header, form_token, form_token_matches, new_secret, read_cookies, same_origin
@@ -46,9 +46,20 @@ class ConsoleOptions:
 def path_id(call, name="id"):
     """A numeric path parameter; anything else is a page that does not exist."""
     text = call.params.get(name, "")
-    if not text.isdigit() or len(text) > 12:
+    if not text.isdigit() or len(text) > 10 or int(text) > MAX_ID:
         raise ApiError(404, "no such page")
     return int(text)
+
+
+LIST_QUERY = {"q": {"type": "string", "maxLength": MAX_SEARCH},
+              "page": {"type": "integer", "minimum": 1}}
+
+
+def form_schema(fields):
+    """A post's form for the OpenAPI document: text fields, the CSRF token required."""
+    names = ("csrf",) + tuple(fields)
+    return {"form": {"type": "object", "required": ["csrf"],
+                     "properties": {name: {"type": "string"} for name in names}}}
 
 
 def list_args(call):
@@ -129,12 +140,15 @@ class ConsoleCore:
 
     # -- the checks around every page ------------------------------------------------------
 
-    def route(self, router, method, pattern, handler, summary, admin=True, back=None):
+    def route(self, router, method, pattern, handler, summary, admin=True, back=None,
+              fields=(), query=None):
         """Register a console page: ``back`` (a pattern of the path's parameters) is where a
-        refused post returns to, with the reason as a notice."""
+        refused post returns to, with the reason as a notice; ``fields`` (a post's form) and
+        ``query`` describe it in the OpenAPI document."""
         def serve(call):
             return ensureDeferred(self._serve(call, handler, admin, back))
-        router.add(method, pattern, serve, summary=summary, reply="html")
+        router.add(method, pattern, serve, summary=summary, reply="html", query=query,
+                   body=form_schema(fields) if method == "POST" else None)
 
     async def _serve(self, call, handler, admin, back):
         secret = read_cookies(call).get(SESSION_COOKIE)
@@ -253,9 +267,11 @@ class ConsoleCore:
         router.add("GET", "/static/console.css", self.stylesheet,
                    summary="The console's stylesheet", reply="text")
         router.add("GET", "/login", lambda call: ensureDeferred(self.login_page(call)),
-                   summary="Console sign-in page", reply="html")
+                   summary="Console sign-in page", reply="html",
+                   query={"next": {"type": "string", "maxLength": MAX_NEXT}})
         router.add("POST", "/login", lambda call: ensureDeferred(self.login(call)),
-                   summary="Console sign-in (form post)", reply="html")
+                   summary="Console sign-in (form post)", reply="html",
+                   body=form_schema(("name", "password", "code", "next")))
         self.route(router, "POST", "/logout", self.logout, "Console sign-out", admin=False)
         self.route(router, "GET", "/", self.home, "Console overview", admin=False)
         for part in self.parts:

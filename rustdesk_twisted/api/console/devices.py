@@ -14,7 +14,7 @@ from ...hbbs.registry import ID_FORMAT
 from .. import tables
 from ..http import bad_request
 from . import data
-from .core import Pages, actor, list_args, pager, path_id
+from .core import LIST_QUERY, Pages, actor, list_args, pager, path_id
 
 SAFE_ID = re.compile(r"[\w-]{1,64}")
 DEVICE_STATUS = {1: "enabled", 0: "disabled"}
@@ -36,11 +36,12 @@ def _sendable(rustdesk_id):
 class DevicePages(Pages):
     def add_routes(self, router):
         route = self.console.route
-        route(router, "GET", "/devices", self.list, "Devices")
+        route(router, "GET", "/devices", self.list, "Devices", query=LIST_QUERY)
         route(router, "GET", "/devices/{id}", self.show, "One device")
-        route(router, "POST", "/devices/{id}", self.edit, "Edit a device", back="/devices/{id}")
+        route(router, "POST", "/devices/{id}", self.edit, "Edit a device", back="/devices/{id}",
+              fields=("owner", "device_group_id", "strategy_id", "status", "note"))
         route(router, "POST", "/devices/{id}/change-id", self.change_id,
-              "Change a device's ID through hbbs", back="/devices/{id}")
+              "Change a device's ID through hbbs", back="/devices/{id}", fields=("new_id",))
         route(router, "POST", "/devices/{id}/release", self.release,
               "Release a device's ID in hbbs", back="/devices/{id}")
 
@@ -65,8 +66,8 @@ class DevicePages(Pages):
         device_id, form = path_id(call), call.form
         values = {"note": form.text("note", tables.NOTE),
                   "status": int(form.choice("status", ("1", "0"))),
-                  "device_group_id": form.integer("device_group_id", minimum=1, optional=True),
-                  "strategy_id": form.integer("strategy_id", minimum=1, optional=True)}
+                  "device_group_id": form.reference("device_group_id"),
+                  "strategy_id": form.reference("strategy_id")}
         owner = form.text("owner", tables.NAME)
         await self.db.run(data.edit_device, actor(call, viewer), device_id, values, owner)
         return self.console.done(viewer, f"/devices/{device_id}", "Saved.")

@@ -11,6 +11,8 @@ from ..http import ApiError, bad_request
 
 MAX_FORM_BYTES = 64 * 1024
 MAX_FIELDS = 200
+# Row ids are 32-bit on PostgreSQL: a larger number is no row, not a database error.
+MAX_ID = 2**31 - 1
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -66,6 +68,10 @@ class Form:
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             raise bad_request(f"{name.replace('_', ' ')} is out of range")
         return value
+
+    def reference(self, name):
+        """An optional row id (a select box's value); None for '(none)'."""
+        return self.integer(name, minimum=1, maximum=MAX_ID, optional=True)
 
     def checked(self, name):
         """A checkbox: present means ticked."""

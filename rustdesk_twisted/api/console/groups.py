@@ -2,7 +2,7 @@
 
 from .. import tables
 from . import data
-from .core import Pages, actor, list_args, pager, path_id
+from .core import LIST_QUERY, Pages, actor, list_args, pager, path_id
 
 KINDS = {"user": ("/user-groups", "User groups", "user group"),
          "device": ("/device-groups", "Device groups", "device group")}
@@ -17,16 +17,17 @@ class GroupPages(Pages):
     def add_routes(self, router):
         route = self.console.route
         for kind, (base, title, what) in KINDS.items():
-            route(router, "GET", base, self._bound(self.list, kind), title)
-            route(router, "POST", base, self._bound(self.add, kind), f"Add a {what}", back=base)
+            route(router, "GET", base, self._bound(self.list, kind), title, query=LIST_QUERY)
+            route(router, "POST", base, self._bound(self.add, kind), f"Add a {what}", back=base,
+                  fields=("name", "note"))
             route(router, "GET", base + "/{id}", self._bound(self.show, kind), f"One {what}")
             route(router, "POST", base + "/{id}", self._bound(self.edit, kind), f"Edit a {what}",
-                  back=base + "/{id}")
+                  back=base + "/{id}", fields=("name", "note"))
             route(router, "POST", base + "/{id}/delete", self._bound(self.delete, kind),
                   f"Delete a {what}", back=base + "/{id}")
         route(router, "POST", "/user-groups/{id}/rules", self.add_rule,
               "Let a user group access a user, user group or device group",
-              back="/user-groups/{id}")
+              back="/user-groups/{id}", fields=("target_kind", "target"))
         route(router, "POST", "/user-groups/{id}/rules/{rule}/delete", self.delete_rule,
               "Remove an access rule", back="/user-groups/{id}")
 
@@ -77,5 +78,6 @@ class GroupPages(Pages):
 
     async def delete_rule(self, call, viewer):
         group_id = path_id(call)
-        await self.db.run(data.delete_rule, actor(call, viewer), group_id, path_id(call, "rule"))
+        await self.db.run(data.delete_rule, actor(call, viewer), group_id,
+                          path_id(call, "rule"))
         return self.console.done(viewer, f"/user-groups/{group_id}", "Rule removed.")

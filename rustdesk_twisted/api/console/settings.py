@@ -15,7 +15,7 @@ from ...wire.keys import KeyFileError, b64, directory_public_key, fingerprint
 from .. import tables
 from ..accounts import new_token, token_hash
 from . import data
-from .core import Pages, actor, list_args, pager, path_id
+from .core import LIST_QUERY, Pages, actor, list_args, pager, path_id
 
 HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
 API_URL = re.compile(r"https?://[A-Za-z0-9.:\[\]-]{1,255}(/[A-Za-z0-9._~/-]*)?")
@@ -55,9 +55,11 @@ def _read_key(data_dir):
 class SettingsPages(Pages):
     def add_routes(self, router):
         route = self.console.route
-        route(router, "GET", "/keys", self.keys, "The server key and the client config string")
-        route(router, "GET", "/tokens", self.tokens, "API tokens")
-        route(router, "POST", "/tokens", self.add_token, "Create an API token", back="/tokens")
+        route(router, "GET", "/keys", self.keys, "The server key and the client config string",
+              query={name: {"type": "string"} for name in ("host", "relay", "api")})
+        route(router, "GET", "/tokens", self.tokens, "API tokens", query=LIST_QUERY)
+        route(router, "POST", "/tokens", self.add_token, "Create an API token", back="/tokens",
+              fields=("name", "days") + tuple(f"scope_{area}" for area in data.SCOPE_AREAS))
         route(router, "POST", "/tokens/{id}/revoke", self.revoke, "Revoke an API token",
               back="/tokens")
 

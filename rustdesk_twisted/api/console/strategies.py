@@ -5,7 +5,7 @@ import re
 from .. import tables
 from ..http import bad_request
 from . import data
-from .core import Pages, actor, list_args, pager, path_id
+from .core import LIST_QUERY, Pages, actor, list_args, pager, path_id
 from .forms import MAX_FORM_BYTES
 
 OPTION_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -37,13 +37,15 @@ def parse_options(text):
 class StrategyPages(Pages):
     def add_routes(self, router):
         route = self.console.route
-        route(router, "GET", "/strategies", self.list, "Strategies")
-        route(router, "POST", "/strategies", self.add, "Add a strategy", back="/strategies")
+        route(router, "GET", "/strategies", self.list, "Strategies", query=LIST_QUERY)
+        route(router, "POST", "/strategies", self.add, "Add a strategy", back="/strategies",
+              fields=("name",))
         route(router, "GET", "/strategies/{id}", self.show, "One strategy")
         route(router, "POST", "/strategies/{id}", self.edit, "Edit a strategy",
-              back="/strategies/{id}")
+              back="/strategies/{id}", fields=("name", "enabled", "options"))
         route(router, "POST", "/strategies/{id}/assign", self.assign,
-              "Give a user or a device a strategy", back="/strategies/{id}")
+              "Give a user or a device a strategy", back="/strategies/{id}",
+              fields=("target_kind", "name"))
         route(router, "POST", "/strategies/{id}/delete", self.delete, "Delete a strategy",
               back="/strategies/{id}")
 

@@ -5,7 +5,7 @@ from .. import tables
 from ..accounts import MAX_PASSWORD, TOO_MANY_ATTEMPTS, _check_password, hash_password
 from ..http import bad_request
 from . import data
-from .core import Pages, actor, list_args, pager, path_id
+from .core import LIST_QUERY, Pages, actor, list_args, pager, path_id
 
 MIN_PASSWORD = 8
 
@@ -19,31 +19,37 @@ def new_password(form, name="password", confirm="confirm"):
     return password
 
 
+USER_FIELDS = ("display_name", "email", "note", "is_admin", "group_id", "strategy_id")
+
+
 def _user_fields(form):
     return {"display_name": form.text("display_name", tables.NAME),
             "email": form.text("email", tables.SHORT),
             "note": form.text("note", tables.NOTE),
             "is_admin": form.checked("is_admin"),
-            "group_id": form.integer("group_id", minimum=1, optional=True),
-            "strategy_id": form.integer("strategy_id", minimum=1, optional=True)}
+            "group_id": form.reference("group_id"),
+            "strategy_id": form.reference("strategy_id")}
 
 
 class UserPages(Pages):
     def add_routes(self, router):
         route = self.console.route
-        route(router, "GET", "/users", self.list, "Users")
-        route(router, "POST", "/users", self.add, "Add a user", back="/users")
+        route(router, "GET", "/users", self.list, "Users", query=LIST_QUERY)
+        route(router, "POST", "/users", self.add, "Add a user", back="/users",
+              fields=USER_FIELDS + ("name", "password", "confirm"))
         route(router, "GET", "/users/{id}", self.show, "One user")
-        route(router, "POST", "/users/{id}", self.edit, "Edit a user", back="/users/{id}")
+        route(router, "POST", "/users/{id}", self.edit, "Edit a user", back="/users/{id}",
+              fields=USER_FIELDS + ("name",))
         route(router, "POST", "/users/{id}/status", self.status, "Enable or disable a user",
-              back="/users/{id}")
+              back="/users/{id}", fields=("status",))
         route(router, "POST", "/users/{id}/password", self.reset_password,
-              "Set a user's password", back="/users/{id}")
+              "Set a user's password", back="/users/{id}", fields=("password", "confirm"))
         route(router, "POST", "/users/{id}/totp-reset", self.reset_totp,
               "Turn off a user's TOTP", back="/users/{id}")
-        route(router, "GET", "/me", self.me, "Your devices and password", admin=False)
+        route(router, "GET", "/me", self.me, "Your devices and password", admin=False,
+              query=LIST_QUERY)
         route(router, "POST", "/me/password", self.change_password, "Change your password",
-              admin=False, back="/me")
+              admin=False, back="/me", fields=("current", "password", "confirm"))
 
     async def list(self, call, viewer):
         q, number, offset = list_args(call)
