@@ -3,7 +3,7 @@
 state from hbbs), change a device's ID through hbbs's console, read the audit logs, see the
 server key, create an API token, sign out.
 
-Each step leaves a screenshot (tests/browsersupport.screenshot: $RUSTDESK_SCREENSHOTS, else
+Each step leaves a screenshot (tests/services.screenshot: $RUSTDESK_SCREENSHOTS, else
 test-screenshots/ at the top of the checkout) for people to look at after the run.
 """
 
@@ -12,6 +12,9 @@ import shutil
 import sqlite3
 import tempfile
 
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import insert
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -24,7 +27,7 @@ from rustdesk_twisted.api.console.settings import config_string
 from rustdesk_twisted.api.db import Database, engine_url
 from rustdesk_twisted.client import ControlledPeer, ReactorHost, ServerAddress
 
-from .browsersupport import browser, screenshot
+from .services import browser, screenshot
 from .livesupport import free_port_block, start_twistd, stop_twistd
 
 PASSWORD = "correct horse battery"
@@ -120,12 +123,6 @@ class Walk:
     """The browser's side, run in a thread: every WebDriver call blocks."""
 
     def __init__(self, driver, base, data_dir):
-        from selenium.common.exceptions import NoSuchElementException, \
-            StaleElementReferenceException
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import Select, WebDriverWait
-        self.by = By
-        self.select = Select
         self.driver = driver
         self.base = base
         self.data_dir = data_dir
@@ -137,11 +134,11 @@ class Walk:
         self.shots.append(screenshot(self.driver, f"console-{len(self.shots) + 1:02}-{name}"))
 
     def find(self, css):
-        return self.driver.find_element(self.by.CSS_SELECTOR, css)
+        return self.driver.find_element(By.CSS_SELECTOR, css)
 
     def heading(self, text):
         """Wait for the next page: its h1 starts with ``text``."""
-        self.wait.until(lambda d: d.find_element(self.by.TAG_NAME, "h1").text.startswith(text))
+        self.wait.until(lambda d: d.find_element(By.TAG_NAME, "h1").text.startswith(text))
 
     def notice(self):
         return self.find("p.notice").text
@@ -152,7 +149,7 @@ class Walk:
         field.send_keys(text)
 
     def nav(self, label, heading):
-        self.driver.find_element(self.by.LINK_TEXT, label).click()
+        self.driver.find_element(By.LINK_TEXT, label).click()
         self.heading(heading)
 
     def run(self):
@@ -175,8 +172,8 @@ class Walk:
         self.shot("sign-in")
         self.find("form button[type=submit]").click()
         self.heading("Devices")
-        rows = {row.find_element(self.by.TAG_NAME, "a").text: row.text
-                for row in driver.find_elements(self.by.CSS_SELECTOR, "tbody tr")}
+        rows = {row.find_element(By.TAG_NAME, "a").text: row.text
+                for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr")}
         assert "online" in rows[ONLINE_ID] and "offline" in rows[OFFLINE_ID], rows
         assert "<script>alert(1)</script>" in rows[ONLINE_ID], rows
         self.shot("devices")
@@ -205,7 +202,7 @@ class Walk:
         self.shot("strategy-edited")
 
         self.nav("Devices", "Devices")
-        driver.find_element(self.by.LINK_TEXT, ONLINE_ID).click()
+        driver.find_element(By.LINK_TEXT, ONLINE_ID).click()
         self.heading(ONLINE_ID)
         assert "online" in self.find("h1").text
         self.type_into("#new_id", "reception-1")
@@ -218,7 +215,7 @@ class Walk:
         self.nav("Audit", "Connections")
         assert "198.51.100.7" in self.find("table").text
         self.shot("audit-connections")
-        driver.find_element(self.by.LINK_TEXT, "Console changes").click()
+        driver.find_element(By.LINK_TEXT, "Console changes").click()
         self.heading("Console changes")
         text = self.find("table").text
         for action in ("console.login", "user.add", "strategy.edit", "device.change_id"):
@@ -228,16 +225,16 @@ class Walk:
         self.nav("Keys", "Server keys")
         with open(os.path.join(self.data_dir, "id_ed25519.pub")) as f:
             key = f.read().strip()
-        blocks = [b.text for b in driver.find_elements(self.by.CSS_SELECTOR, "pre.copy")]
+        blocks = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "pre.copy")]
         assert blocks[0] == key and blocks[1] == config_string("127.0.0.1", key, self.base), \
             blocks
         self.shot("keys")
 
         self.nav("Tokens", "API tokens")
         self.type_into("#name", "deploy script")
-        self.select(self.find("select[name=scope_devices]")).select_by_value("rw")
+        Select(self.find("select[name=scope_devices]")).select_by_value("rw")
         self.find("form[action='/tokens'] button").click()
-        self.wait.until(lambda d: d.find_elements(self.by.CSS_SELECTOR, "section.created"))
+        self.wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "section.created"))
         assert len(self.find("section.created pre").text) == 43
         self.shot("token-created")
 
