@@ -18,6 +18,7 @@ from rustdesk_twisted.api.console.settings import config_string
 from rustdesk_twisted.wire.keys import fingerprint
 
 from .apisupport import ApiHarness, FormClient
+from .services import fresh_postgres_database
 
 
 class FakeHbbs:
@@ -64,12 +65,16 @@ def add_row(api, table, **fields):
 
 
 class ConsoleCase(unittest.TestCase):
+    def database_url(self):
+        """None: SQLite in the test's directory (:class:`OnPostgres` says otherwise)."""
+        return None
+
     def setUp(self):
         self.hbbs = FakeHbbs()
         self.data_dir = self.mktemp()
         os.makedirs(self.data_dir)
-        self.api = ApiHarness(self, hbbs=self.hbbs, data_dir=self.data_dir,
-                              **self.app_options())
+        self.api = ApiHarness(self, url=self.database_url(), hbbs=self.hbbs,
+                              data_dir=self.data_dir, **self.app_options())
         self.admin_id = self.api.add_user("admin", is_admin=True)
         self.browser = FormClient(self.api)
 
@@ -778,3 +783,42 @@ class TokenActionTests(ConsoleCase):
         browser.post("/tokens", {"name": "x", "days": "30", "scope_devices": "admin"})
         self.assertIn(b"scope devices must be one of", browser.get("/tokens").body)
         self.assertEqual(rows(self.api, tables.tokens, tables.tokens.c.kind == "api"), [])
+
+
+class OnPostgres:
+    """The same tests on a fresh PostgreSQL database (tests/services.py)."""
+
+    def database_url(self):
+        return fresh_postgres_database(self)
+
+
+class SignInTestsOnPostgres(OnPostgres, SignInTests):
+    pass
+
+
+class PageTestsOnPostgres(OnPostgres, PageTests):
+    pass
+
+
+class UserActionTestsOnPostgres(OnPostgres, UserActionTests):
+    pass
+
+
+class GroupActionTestsOnPostgres(OnPostgres, GroupActionTests):
+    pass
+
+
+class DeviceActionTestsOnPostgres(OnPostgres, DeviceActionTests):
+    pass
+
+
+class BookActionTestsOnPostgres(OnPostgres, BookActionTests):
+    pass
+
+
+class StrategyActionTestsOnPostgres(OnPostgres, StrategyActionTests):
+    pass
+
+
+class TokenActionTestsOnPostgres(OnPostgres, TokenActionTests):
+    pass
