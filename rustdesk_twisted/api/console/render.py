@@ -1,7 +1,6 @@
 """HTML out: the jinja2 templates shipped in this package, autoescaped, and the headers
 every console reply carries (no framing, no inline script, no referrer to other sites)."""
 
-import os
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
@@ -17,7 +16,6 @@ SECURITY_HEADERS = (
     (b"referrer-policy", b"same-origin"),
     (b"x-content-type-options", b"nosniff"),
 )
-STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
 
 def when(seconds):
@@ -74,8 +72,3 @@ def redirect(location, headers=()):
     """303 to a path of this site: the browser follows with a GET."""
     return Reply(303, b"", None, SECURITY_HEADERS + ((b"location", location.encode("utf-8")),)
                  + tuple(headers))
-
-
-def stylesheet():
-    with open(os.path.join(STATIC, "console.css"), "rb") as f:
-        return f.read()
