@@ -306,7 +306,7 @@ class AdminOnlyTests(ConsoleCase):
         reply = browser.post("/me/password", {"current": "wrong", "password": "new-password",
                                               "confirm": "new-password"})
         self.assertEqual(reply.header("location"), "/me")
-        self.assertIn(b"the current password is wrong", browser.get("/me").body)
+        self.assertIn(b"The current password is wrong", browser.get("/me").body)
         browser.post("/me/password", {"current": "secret-pass", "password": "new-password",
                                       "confirm": "new-password"})
         [user] = rows(self.api, tables.users, tables.users.c.id == bob)
@@ -489,25 +489,25 @@ class UserActionTests(ConsoleCase):
         reply = browser.post("/users", {"name": "admin", "password": "password1",
                                         "confirm": "password1"})
         self.assertEqual(reply.header("location"), "/users")
-        self.assertIn(b"a user named &#39;admin&#39; exists already", browser.get("/users").body)
+        self.assertIn(b"A user named &#39;admin&#39; exists already", browser.get("/users").body)
         browser.post("/users", {"name": "x", "password": "short", "confirm": "short"})
         self.assertIn(b"at least 8 characters", browser.get("/users").body)
         browser.post("/users", {"name": "x", "password": "password1", "confirm": "password2"})
-        self.assertIn(b"the two passwords differ", browser.get("/users").body)
+        self.assertIn(b"The two passwords differ", browser.get("/users").body)
         browser.post("/users", {"name": "x", "password": "password1", "confirm": "password1",
                                 "group_id": "77"})
-        self.assertIn(b"there is no such user group", browser.get("/users").body)
+        self.assertIn(b"There is no such user group", browser.get("/users").body)
         browser.post("/users", {"name": "x", "password": "password1", "confirm": "password1",
                                 "group_id": "2147483648"})
-        self.assertIn(b"group id is out of range", browser.get("/users").body)
-        self.assertNotIn(b"there is no such", browser.get("/users").body, "shown once")
+        self.assertIn(b"Group id is out of range", browser.get("/users").body)
+        self.assertNotIn(b"There is no such", browser.get("/users").body, "shown once")
         self.assertEqual(audit_actions(self.api), ["console.login"])
 
     def test_an_admin_cannot_lock_themselves_out(self):
         path = f"/users/{self.admin_id}"
         self.browser.post(path + "/status", {"status": "0"})
         self.browser.post(path, {"name": "admin"})
-        self.assertIn(b"you cannot disable yourself", self.browser.get(path).body)
+        self.assertIn(b"You cannot disable yourself", self.browser.get(path).body)
         admin = self.user("admin")
         self.assertEqual((admin["status"], admin["is_admin"]), (1, True))
 
@@ -527,7 +527,7 @@ class GroupActionTests(ConsoleCase):
         browser.post(base + "/rules", {"target_kind": "device_group", "target": "servers"})
         browser.post(base + "/rules", {"target_kind": "user", "target": "admin"})
         browser.post(base + "/rules", {"target_kind": "user", "target": "nobody"})
-        self.assertIn(b"there is no user &#39;nobody&#39;", browser.get(base).body)
+        self.assertIn(b"There is no user &#39;nobody&#39;", browser.get(base).body)
         rules = rows(self.api, tables.group_rules)
         self.assertEqual([(r["target_kind"], r["target_id"]) for r in rules],
                          [("device_group", servers["id"]), ("user", self.admin_id)])
@@ -568,7 +568,7 @@ class DeviceActionTests(ConsoleCase):
                           row["note"], row["status"]),
                          (self.admin_id, group, strategy, "rack 4", 0))
         self.browser.post(self.path, {"owner": "ghost", "status": "1"})
-        self.assertIn(b"there is no user &#39;ghost&#39;", self.browser.get(self.path).body)
+        self.assertIn(b"There is no user &#39;ghost&#39;", self.browser.get(self.path).body)
         self.assertEqual(audit_actions(self.api)[1:], ["device.edit"])
 
     def test_change_id_through_hbbs_shows_its_reply_and_follows_it(self):
@@ -576,7 +576,7 @@ class DeviceActionTests(ConsoleCase):
         self.assertEqual(self.hbbs.commands, [("rename", "111222333", "office-pc")])
         self.assertEqual(self.device_row()["rustdesk_id"], "office-pc")
         page = self.browser.get(self.path).body
-        self.assertIn(b"hbbs: 111222333: renamed to office-pc", page)
+        self.assertIn(b"Reply from hbbs: 111222333: renamed to office-pc", page)
         [entry] = rows(self.api, tables.audit_console, tables.audit_console.c.action ==
                        "device.change_id")
         self.assertIn("renamed to office-pc", entry["detail"])
@@ -600,7 +600,7 @@ class DeviceActionTests(ConsoleCase):
     def test_release(self):
         self.browser.post(self.path + "/release")
         self.assertEqual(self.hbbs.commands, [("release", "111222333")])
-        self.assertIn(b"hbbs: 111222333: released", self.browser.get(self.path).body)
+        self.assertIn(b"Reply from hbbs: 111222333: released", self.browser.get(self.path).body)
         self.assertEqual(audit_actions(self.api)[-1], "device.release")
 
 
@@ -642,7 +642,7 @@ class BookActionTests(ConsoleCase):
         self.assertEqual(got, {(self.admin_id, None, 2), (None, group, 3), (None, None, 1)})
         browser.post(f"/address-books/{personal}/rules", {"target_kind": "user",
                                                           "name": "admin", "rule": "1"})
-        self.assertIn(b"a personal address book is not shared",
+        self.assertIn(b"A personal address book is not shared",
                       browser.get(f"/address-books/{personal}").body)
         rule = rows(self.api, tables.ab_rules)[0]["id"]
         browser.post(f"{base}/rules/{rule}/delete")
@@ -671,9 +671,9 @@ class BookActionTests(ConsoleCase):
                          ("Support", self.admin_id, False, "helpdesk"))
         self.assertEqual(reply.header("location"), f"/address-books/{book['id']}")
         browser.post("/address-books", {"name": "Support", "owner": "admin"})
-        self.assertIn(b"the name &#39;Support&#39; is taken", browser.get("/address-books").body)
+        self.assertIn(b"The name &#39;Support&#39; is taken", browser.get("/address-books").body)
         browser.post("/address-books", {"name": "Other", "owner": "ghost"})
-        self.assertIn(b"there is no user &#39;ghost&#39;", browser.get("/address-books").body)
+        self.assertIn(b"There is no user &#39;ghost&#39;", browser.get("/address-books").body)
         self.assertEqual(audit_actions(self.api)[1:], ["ab.add"])
 
 
@@ -693,9 +693,9 @@ class StrategyActionTests(ConsoleCase):
                                             '"password"}')
         self.assertGreater(edited["modified_at"], strategy["modified_at"])
         browser.post(path, {"name": "locked down", "options": "x"})
-        self.assertIn(b"line 1: write option=value", browser.get(path).body)
+        self.assertIn(b"Line 1: write option=value", browser.get(path).body)
         browser.post(path, {"name": "locked down", "options": "a=1\na=2"})
-        self.assertIn(b"line 2: a is set twice", browser.get(path).body)
+        self.assertIn(b"Line 2: a is set twice", browser.get(path).body)
         device = add_device(self.api, "111222333")
         browser.post(path + "/assign", {"target_kind": "device", "name": "111222333"})
         browser.post(path + "/assign", {"target_kind": "user", "name": "admin"})
@@ -774,14 +774,14 @@ class TokenActionTests(ConsoleCase):
         self.assertEqual(rows(self.api, tables.tokens, tables.tokens.c.kind == "api"), [])
         console_session = rows(self.api, tables.tokens)[0]
         browser.post(f"/tokens/{console_session['id']}/revoke")
-        self.assertIn(b"no such API token", browser.get("/tokens").body)
+        self.assertIn(b"No such API token", browser.get("/tokens").body)
         self.assertEqual(audit_actions(self.api)[1:], ["api_token.add", "api_token.revoke"])
 
     def test_bad_scopes_are_refused(self):
         browser = self.signed_in()
         browser.get("/tokens")
         browser.post("/tokens", {"name": "x", "days": "30", "scope_devices": "admin"})
-        self.assertIn(b"scope devices must be one of", browser.get("/tokens").body)
+        self.assertIn(b"Scope devices must be one of", browser.get("/tokens").body)
         self.assertEqual(rows(self.api, tables.tokens, tables.tokens.c.kind == "api"), [])
 
 

@@ -209,7 +209,8 @@ class Walk:
         self.shot("device")
         self.find("form[action$='/change-id'] button").click()
         self.heading("reception-1")
-        assert self.notice() == f"hbbs: {ONLINE_ID}: renamed to reception-1", self.notice()
+        reply = f"Reply from hbbs: {ONLINE_ID}: renamed to reception-1"
+        assert self.notice() == reply, self.notice()
         self.shot("device-id-changed")
 
         self.nav("Audit", "Connections")

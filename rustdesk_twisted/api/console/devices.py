@@ -84,8 +84,8 @@ class DevicePages(Pages):
         renamed = reply == f"{old_id}: renamed to {new_id}\n"
         await self.db.run(data.device_renamed, actor(call, viewer), device["id"], old_id, new_id,
                           reply, renamed)
-        return self.console.done(viewer, f"/devices/{device['id']}", f"hbbs: {reply.strip()}",
-                                 "ok" if renamed else "error")
+        return self.console.done(viewer, f"/devices/{device['id']}",
+                                 f"Reply from hbbs: {reply.strip()}", "ok" if renamed else "error")
 
     async def release(self, call, viewer):
         device = await self.db.run(data.get_device, path_id(call))
@@ -94,5 +94,5 @@ class DevicePages(Pages):
         await self.db.run(data.device_released, actor(call, viewer), device["rustdesk_id"],
                           reply)
         released = reply == f"{device['rustdesk_id']}: released\n"
-        return self.console.done(viewer, f"/devices/{device['id']}", f"hbbs: {reply.strip()}",
-                                 "ok" if released else "error")
+        return self.console.done(viewer, f"/devices/{device['id']}",
+                                 f"Reply from hbbs: {reply.strip()}", "ok" if released else "error")

@@ -25,6 +25,11 @@ def when(seconds):
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
+def sentence(text):
+    """A refusal's reason (written to go after "error: ") as the start of a sentence."""
+    return text[:1].upper() + text[1:]
+
+
 class Pager:
     """Page ``number`` (from 1) of ``total`` rows, with links keeping the other query fields."""
 
@@ -56,6 +61,7 @@ class Templates:
                                autoescape=select_autoescape(default=True, default_for_string=True),
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.filters["when"] = when
+        self.env.filters["sentence"] = sentence
 
     def render(self, template, **context):
         return self.env.get_template(template).render(**context).encode("utf-8")
