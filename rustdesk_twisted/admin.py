@@ -28,6 +28,8 @@ from twisted.internet.task import react
 from twisted.python import lockfile
 
 from . import __version__, adminweb
+from .api import migrate as api_migrate
+from .api.db import Database, engine_url
 from .config import ConfigError, layered_settings
 from .hbbr.tap import relay_ports
 from .hbbs import dbfile
@@ -478,6 +480,12 @@ def build_parser():
     health.add_argument("--ready", action="store_true", help="ask /readyz (database, relays)")
     health.add_argument("--url", help="admin URL to ask instead of the configured one")
     health.add_argument("--timeout", type=float, default=5.0)
+    api_db = command(commands, "api-db", help="the API server's database (API_DB_URL or "
+                     "DATA_DIR/db_api.sqlite3): its schema revision")
+    api_actions = api_db.add_subparsers(dest="action", required=True)
+    command(api_actions, "current", help="the schema revision it is at (reads only)")
+    command(api_actions, "upgrade", help="bring it to this version's schema, as the API "
+            "server does at start, with the same backup (stop the API server first)")
     return parser
 
 
@@ -525,6 +533,25 @@ def run(reactor, args, environ, out):
     elif command == "healthcheck":
         url = args.url or health_url(ctx.settings, args.relay, args.ready, ctx.data_dir)
         out.write((yield healthcheck(reactor, url, args.timeout)))
+    elif command == "api-db":
+        out.write(api_database(ctx, args.action))
+
+
+def api_database(ctx, action):
+    """``api-db current`` / ``api-db upgrade`` on the API's database, inline."""
+    url = engine_url(ctx.settings.get("API-DB-URL"), ctx.data_dir)
+    if action == "current":
+        return api_migrate.current(url) + "\n"
+    database = Database(url, None, in_thread_pool=False)
+    try:
+        before, after = api_migrate.upgrade(database)
+    finally:
+        database.close()
+    place = database.place
+    if before == after:
+        return f"{place}: already at schema revision {after}\n"
+    return f"{place}: {'created at' if before is None else f'upgraded from {before} to'} " \
+           f"schema revision {after}\n"
 
 
 @inlineCallbacks

@@ -182,10 +182,17 @@ class Readiness(Resource):
         else:
             self.log.info("ready again", event="ready")
 
+    def evaluate(self):
+        """Fires with ``(ready, {name: detail})``, a change in the failing checks logged."""
+        return self.run().addCallback(self._reported)
+
+    def _reported(self, outcome):
+        self._report(outcome[1])
+        return outcome
+
     def render_GET(self, request):
         def respond(outcome):
             ready, details = outcome
-            self._report(details)
             request.setResponseCode(200 if ready else 503)
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"cache-control", b"no-store")
@@ -194,7 +201,7 @@ class Readiness(Resource):
 
         finished = []
         request.notifyFinish().addBoth(finished.append)
-        d = self.run()
+        d = self.evaluate()
         d.addCallback(lambda outcome: None if finished else respond(outcome))
         return NOT_DONE_YET
 
@@ -211,12 +218,17 @@ class TokenGate(Resource):
         child = self.gated.get(path)
         if child is None:
             return _NotFound()
-        if self.token is not None:
-            given = request.getHeader(b"authorization") or b""
-            scheme, _, value = given.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
-                return _Unauthorized()
+        if self.token is not None and not bearer_matches(request.getHeader(b"authorization"),
+                                                          self.token):
+            return _Unauthorized()
         return child
+
+
+def bearer_matches(header, token):
+    """Whether the Authorization header value ``header`` (bytes or None) is ``Bearer token``
+    (bytes), compared in constant time."""
+    scheme, _, value = (header or b"").partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token)
 
 
 class _NotFound(Resource):

@@ -1,11 +1,12 @@
-"""``twistd rustdesk-server``: hbbs and hbbr in one process, one data directory, one key.
+"""``twistd rustdesk-server``: hbbs, hbbr and the API in one process, one data directory, one key.
 
 The simple deployment (USERS.md 1.1, 1.4): both roles read the same
 ``.env`` and ``id_ed25519``, so the relay can never hold a different key
 than the ID server.  hbbs starts first and loads or generates the key;
 hbbr then derives its licence check from the same ``-k`` value.  With
 ``--announced-only`` hbbs hands every relay uuid it brokers straight to
-hbbr's allow table, and hbbr pairs nothing else (USERS.md 1.12).
+hbbr's allow table, and hbbr pairs nothing else (USERS.md 1.12).  The API
+server listens on PORT-2, where clients look for it, unless ``--api off``.
 """
 
 import os
@@ -16,6 +17,8 @@ from twisted.python import usage
 
 from . import logs
 from .admission import DescriptorBudget
+from .api import tap as api_tap
+from .api.db import describe
 from .config import ConfigError
 from .hbbr import tap as hbbr_tap
 from .hbbr.announce import AllowedUuids
@@ -35,6 +38,11 @@ RELAY_DERIVED = {"port", "bind", "key", "data-dir", "directory", "console", "tru
                  "log-format", "log-level"}
 # hbbr options whose plain "relay-" names would read badly.
 RELAY_RENAMED = {"relay": "relay-listen", "websocket": "relay-websocket"}
+# API options set from hbbs's configuration (place, address, proxies, admin token, logs);
+# the others are --api-NAME.
+API_DERIVED = {"bind", "data-dir", "config", "hbbs", "trusted-proxies", "admin-token",
+               "admin-token-file", "log-format", "log-level"}
+API_PORT_OFFSET = -2
 
 
 def _relay_name(name):
@@ -48,16 +56,23 @@ def _relay_parameters():
             if long not in RELAY_DERIVED]
 
 
+def _api_parameters():
+    """Every API option the combined server passes on, as ``--api-NAME``."""
+    return [["api-" + long, None, None, f"the API's --{long}: {help_}"]
+            for long, _, _, help_ in api_tap.OPTIONS if long not in API_DERIVED]
+
+
 class Options(PluginOptions):
     """Every hbbs option under its own name (official flags included), every hbbr option as
-    ``--relay-NAME``, and the combined server's own."""
+    ``--relay-NAME``, every API option as ``--api-NAME``, and the combined server's own."""
 
     synopsis = "[options]"
-    longdesc = ("RustDesk ID/rendezvous server (hbbs) and relay (hbbr) in one process, sharing "
-                "the data directory and its key. hbbs listens on PORT-1, PORT (TCP+UDP) and "
-                "PORT+2 (WebSocket); hbbr on the relay port and relay port+2. Every hbbs option "
-                "works as for rustdesk-hbbs; hbbr's are --relay-NAME. Settings not given here "
-                "come from the environment and DATA_DIR/.env as for the separate servers.")
+    longdesc = ("RustDesk ID/rendezvous server (hbbs), relay (hbbr) and API server in one "
+                "process, sharing the data directory and its key. hbbs listens on PORT-1, PORT "
+                "(TCP+UDP) and PORT+2 (WebSocket); hbbr on the relay port and relay port+2; the "
+                "API on PORT-2. Every hbbs option works as for rustdesk-hbbs; hbbr's are "
+                "--relay-NAME, the API's --api-NAME. Settings not given here come from the "
+                "environment and DATA_DIR/.env as for the separate servers.")
     optParameters = [[long, short, None, help_] for long, short, _, help_ in hbbs_tap.OPTIONS]
     optParameters += [
         ["relay-port", None, None, "hbbr port (default PORT+1); its WebSocket port is +2"],
@@ -66,8 +81,11 @@ class Options(PluginOptions):
         ["hbbs-descriptors", None, None, "descriptors kept for hbbs's connections however "
                                          "busy the relay is (default a quarter of the "
                                          "descriptor budget)", int],
+        ["api", None, "on", "'off' leaves the API server out (default on, port PORT-2 unless "
+                            "--api-port)"],
     ]
     optParameters += _relay_parameters()
+    optParameters += _api_parameters()
     optFlags = [
         ["announced-only", None, "hbbr pairs only relay uuids this hbbs brokered in the last "
                                  "minute, each once, so a leaked key does not open the relay"],
@@ -77,6 +95,8 @@ class Options(PluginOptions):
     def postOptions(self):
         if self["hbbs-descriptors"] is not None and self["hbbs-descriptors"] < 0:
             raise usage.UsageError("--hbbs-descriptors must not be negative")
+        if self["api"] not in ("on", "off"):
+            raise usage.UsageError(f"--api must be on or off, got {self['api']!r}")
         if self["relay-port"] is not None:
             try:
                 self["relay-port"] = int(self["relay-port"])
@@ -119,6 +139,27 @@ def hbbr_options(options, config):
     return parsed
 
 
+def api_options(options, config):
+    """The API's options: hbbs's place, addresses, proxies, admin token and logs, port PORT-2."""
+    host = config.bind if config.bind not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    argv = ["--data-dir", config.data_dir, "--port", str(config.port + API_PORT_OFFSET),
+            "--hbbs", f"[{host}]:{config.port}" if ":" in host else f"{host}:{config.port}",
+            "--trusted-proxies", ",".join(str(n) for n in config.trusted.networks),
+            "--log-format", config.log_format, "--log-level", config.log_level]
+    if config.bind:
+        argv += ["--bind", config.bind]
+    if options["config"]:
+        argv += ["--config", options["config"]]
+    if config.admin_token:
+        argv += ["--admin-token", config.admin_token]
+    for long, *_ in api_tap.OPTIONS:
+        if long not in API_DERIVED and options["api-" + long] is not None:
+            argv += ["--" + long, options["api-" + long]]
+    parsed = api_tap.Options()
+    parsed.parseOptions(argv)
+    return parsed
+
+
 class LocalAnnouncer:
     """hbbs's ``relay_announcer`` when hbbr lives in the same process."""
 
@@ -134,7 +175,8 @@ class LocalAnnouncer:
 
 
 class CombinedService(MultiService):
-    """hbbs, then hbbr; errors at start become one line and exit status 1.
+    """hbbs, then hbbr, then the API (``api``, None for none); errors at start become one
+    line and exit status 1.
 
     Both draw their connections from one descriptor budget, sized at start,
     of which ``hbbs_descriptors`` (default a quarter) stay free for hbbs.
@@ -142,15 +184,18 @@ class CombinedService(MultiService):
 
     log = Logger()
 
-    def __init__(self, hbbs, hbbr, reactor, hbbs_descriptors=None, rlimits=resource):
+    def __init__(self, hbbs, hbbr, reactor, hbbs_descriptors=None, rlimits=resource, api=None):
         super().__init__()
         self.hbbs = hbbs
         self.hbbr = hbbr
+        self.api = api
         self.reactor = reactor
         self.hbbs_descriptors = hbbs_descriptors
         self.rlimits = rlimits
         hbbs.setServiceParent(self)
         hbbr.setServiceParent(self)
+        if api is not None:
+            api.setServiceParent(self)
 
     def setServiceParent(self, parent):
         logs.use_format(parent, self.hbbs.config.log_format)
@@ -174,12 +219,15 @@ class CombinedService(MultiService):
             server.relay_announcer = LocalAnnouncer(allowed, self.reactor,
                                                     then=server.relay_announcer)
         public = server.server_key.public_key
+        api = self.api.config if self.api is not None else None
         self.log.info("hbbs and hbbr share {directory} and key {fingerprint}; relay pairs "
-                      "{which} uuids; {kept} of {total} connection descriptors kept for hbbs",
-                      directory=os.path.abspath(self.hbbs.config.data_dir),
+                      "{which} uuids; {kept} of {total} connection descriptors kept for hbbs; "
+                      "{api}", directory=os.path.abspath(self.hbbs.config.data_dir),
                       fingerprint=keys.fingerprint(public) if public is not None else "(none)",
                       which="only announced" if allowed is not None else "any",
-                      kept=share.guaranteed, total=share.budget.total, event="combined_ready")
+                      kept=share.guaranteed, total=share.budget.total,
+                      api=(f"API on {api.endpoint}, database {describe(api.db_url)}"
+                           if api is not None else "API off"), event="combined_ready")
 
 
 def makeService(options, reactor=None):
@@ -188,6 +236,8 @@ def makeService(options, reactor=None):
     try:
         config = hbbs_tap.build_config(hbbs_options(options))
         relay = hbbr_options(options, config)
+        api = (api_tap.build_config(api_options(options, config))
+               if options["api"] == "on" else None)
     except (ConfigError, usage.UsageError) as e:
         raise SystemExit(f"rustdesk-server: {e}")
     logs.set_level(config.log_level)
@@ -196,4 +246,5 @@ def makeService(options, reactor=None):
     return CombinedService(
         hbbs_tap.HbbsService(config, reactor, descriptors=budget.share("hbbs")),
         hbbr_tap.HbbrService(relay, reactor, allowed=allowed, descriptors=budget.share("hbbr")),
-        reactor, options["hbbs-descriptors"])
+        reactor, options["hbbs-descriptors"],
+        api=api_tap.ApiService(api, reactor) if api is not None else None)

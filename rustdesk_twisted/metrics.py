@@ -1,4 +1,4 @@
-"""Prometheus metrics of hbbs and hbbr, read from the servers' own counters at scrape time.
+"""Prometheus metrics of hbbs, hbbr and the API, read from their own counters at scrape time.
 
 The hot paths only bump plain ints and dict entries (``RendezvousServer.counters``,
 ``RelayServer.counters``, ``IpBlocker.blocked``...); these collectors turn
@@ -10,6 +10,7 @@ from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     SummaryMetricFamily,
 )
 from prometheus_client.exposition import generate_latest
@@ -202,6 +203,48 @@ class HbbrCollector:
             yield _counter("rustdesk_hbbr_announce_timeouts", "Announce connections closed for "
                            "sending no valid line in time.", ["phase"],
                            (((phase,), counts[phase + "_timeout"]) for phase in ANNOUNCE_PHASES))
+
+
+class ApiCollector:
+    """The API: requests by route and status, latency per route, logins, the database.
+
+    ``stats`` is the API's ``RequestStats``, ``accounts`` its ``Accounts``, ``db``
+    its ``Database`` (whose thread pool exists once it is open).
+    """
+
+    def __init__(self, stats, accounts, db):
+        self.stats = stats
+        self.accounts = accounts
+        self.db = db
+
+    def collect(self):
+        stats = self.stats
+        yield _counter("rustdesk_api_requests", "HTTP requests answered, by route pattern and "
+                       "status (unmatched: no route).", ["route", "status"],
+                       (((route, str(status)), count)
+                        for (route, status), count in sorted(stats.requests.items())))
+        latency = HistogramMetricFamily("rustdesk_api_request_seconds", "Time from a request's "
+                                        "arrival to its answer, by route pattern.",
+                                        labels=["route"])
+        for route in sorted(stats.latency):
+            buckets, total = stats.cumulative(route)
+            latency.add_metric([route], buckets, sum_value=total)
+        yield latency
+        yield _counter("rustdesk_api_logins", "Login attempts by result (failed: wrong "
+                       "password or code, disabled account, throttled).", ["result"],
+                       ((("ok",), self.accounts.logins_ok),
+                        (("failed",), self.accounts.logins_failed)))
+        db = self.db
+        yield _counter("rustdesk_api_db_errors", "Database transactions that failed because "
+                       "the database did (disk full, read-only, unreachable); each got a 503.",
+                       samples=[((), db.errors)])
+        yield _gauge("rustdesk_api_db_failing", "1 while database transactions fail, else 0.",
+                     int(db.failure is not None))
+        if db.pool is not None:
+            yield _gauge("rustdesk_api_db_queue", "Database transactions waiting for a thread of "
+                         "the API's pool.", db.pool.q.qsize())
+            yield _gauge("rustdesk_api_db_busy_threads", "Threads of the API's database pool "
+                         "running a transaction.", len(db.pool.working))
 
 
 def registry_for(*collectors):

@@ -1,13 +1,19 @@
-"""An API server in memory: a real SQLite file, a Clock, and HTTP over iosim.
+"""An API server in memory: a real database, a Clock, and HTTP over iosim.
 
 ``ApiHarness(testcase)`` builds :class:`~rustdesk_twisted.api.app.ApiApp` on a
-fresh database in the test's temporary directory, with statements and password
-hashing run at once (no threads), and speaks real HTTP/1.1 to its site through
-in-memory transports, so every request is parsed exactly as on a socket.
+fresh database (a SQLite file in the test's temporary directory), with
+statements and password hashing run at once (no threads), and speaks real
+HTTP/1.1 to its site through in-memory transports, so every request is parsed
+exactly as on a socket.
+
+``@on_both_backends`` on a test case adds its PostgreSQL twin: the same tests,
+each on a fresh PostgreSQL database of its own (tests/services.py).
 """
 
 import json
+import os
 import re
+import sys
 from urllib.parse import urlencode
 
 from twisted.internet.address import IPv4Address
@@ -25,6 +31,32 @@ from rustdesk_twisted.api.db import Database, engine_url
 from rustdesk_twisted.api import tables
 from sqlalchemy import insert
 from io import BytesIO
+
+from .services import fresh_postgres_database
+
+
+def database_url(testcase):
+    """The database a test works on: its fresh PostgreSQL one in a PostgreSQL twin, else a new
+    SQLite file in its temporary directory."""
+    return getattr(testcase, "postgres_url", None) or os.path.abspath(testcase.mktemp())
+
+
+class _OnPostgres:
+    """Mixed in before a test case: each test first gets a fresh PostgreSQL database."""
+
+    def setUp(self):
+        self.postgres_url = fresh_postgres_database(self)
+        return super().setUp()
+
+
+def on_both_backends(cls):
+    """Class decorator: keep ``cls`` (SQLite) and add ``<Name>OnPostgres`` beside it in its
+    module, the same tests on PostgreSQL (tests/services.py: skipped where PostgreSQL is not
+    installed, except in CI)."""
+    twin = type(cls.__name__ + "OnPostgres", (_OnPostgres, cls),
+                {"__module__": cls.__module__, "__qualname__": cls.__qualname__ + "OnPostgres"})
+    setattr(sys.modules[cls.__module__], twin.__name__, twin)
+    return cls
 
 
 class Response:
@@ -45,10 +77,8 @@ class ApiHarness:
     def __init__(self, testcase, url=None, **app_options):
         self.clock = MemoryReactorClock()
         self.clock.advance(1_800_000_000)
-        path = testcase.mktemp()
-        self.db = Database(engine_url(url, ".") if url else engine_url(path, "."), self.clock,
+        self.db = Database(engine_url(url or database_url(testcase), "."), self.clock,
                            in_thread_pool=False)
-        self.db.open()
         testcase.addCleanup(self.db.close)
         migrate.upgrade(self.db)
         self.app = ApiApp(self.db, self.clock, at_once, **app_options)

@@ -1,6 +1,7 @@
 """Running the real twistd plugins on free loopback ports, for the few real-socket tests."""
 
 import os
+import subprocess
 import sys
 
 from twisted.internet import defer, protocol
@@ -11,7 +12,8 @@ from bench.harness import free_port_block
 from rustdesk_twisted.wire import messages
 from rustdesk_twisted.wire.framing import FrameDecoder, encode_frame
 
-__all__ = ["DatagramClient", "FramedClient", "free_port_block", "start_twistd", "stop_twistd"]
+__all__ = ["DatagramClient", "FramedClient", "free_port_block", "run_twistd", "start_twistd",
+           "stop_twistd"]
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,6 +60,17 @@ def start_twistd(reactor, plugin, args, directory, marker, umask=None, nofile=No
                "-n", "--pidfile=", "--logfile=-", plugin] + list(args)
     reactor.spawnProcess(process, sys.executable, command, env=env, path=directory)
     return process
+
+
+def run_twistd(plugin, args, directory=REPOSITORY):
+    """``twistd -n plugin args`` to its end, for a server that must refuse to start:
+    ``(exit status, stdout and stderr)``."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+         "--pidfile=", plugin] + list(args),
+        capture_output=True, text=True, timeout=60, cwd=directory,
+        env=dict(os.environ, PYTHONPATH=REPOSITORY))
+    return done.returncode, done.stdout + done.stderr
 
 
 def stop_twistd(process):

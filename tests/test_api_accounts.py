@@ -7,9 +7,10 @@ from rustdesk_twisted.api.accounts import LoginThrottle, token_hash
 from rustdesk_twisted.api import tables
 from sqlalchemy import select
 
-from .apisupport import ApiHarness
+from .apisupport import ApiHarness, on_both_backends
 
 
+@on_both_backends
 class LoginTests(unittest.TestCase):
     def setUp(self):
         self.api = ApiHarness(self)
@@ -100,6 +101,7 @@ class LoginTests(unittest.TestCase):
         self.assertIsNotNone(self.api.login("alice"))
 
 
+@on_both_backends
 class BadInputTests(unittest.TestCase):
     def setUp(self):
         self.api = ApiHarness(self, max_body=1024)

@@ -17,8 +17,7 @@ from rustdesk_twisted.api.console import ConsoleOptions
 from rustdesk_twisted.api.console.settings import config_string
 from rustdesk_twisted.wire.keys import fingerprint
 
-from .apisupport import ApiHarness, FormClient
-from .services import fresh_postgres_database
+from .apisupport import ApiHarness, FormClient, on_both_backends
 
 
 class FakeHbbs:
@@ -65,16 +64,12 @@ def add_row(api, table, **fields):
 
 
 class ConsoleCase(unittest.TestCase):
-    def database_url(self):
-        """None: SQLite in the test's directory (:class:`OnPostgres` says otherwise)."""
-        return None
-
     def setUp(self):
         self.hbbs = FakeHbbs()
         self.data_dir = self.mktemp()
         os.makedirs(self.data_dir)
-        self.api = ApiHarness(self, url=self.database_url(), hbbs=self.hbbs,
-                              data_dir=self.data_dir, **self.app_options())
+        self.api = ApiHarness(self, hbbs=self.hbbs, data_dir=self.data_dir,
+                              **self.app_options())
         self.admin_id = self.api.add_user("admin", is_admin=True)
         self.browser = FormClient(self.api)
 
@@ -87,6 +82,7 @@ class ConsoleCase(unittest.TestCase):
         return self.browser
 
 
+@on_both_backends
 class SignInTests(ConsoleCase):
     def test_sign_in_opens_a_hashed_console_session_with_a_strict_http_only_cookie(self):
         reply = self.browser.sign_in("admin")
@@ -316,6 +312,7 @@ class AdminOnlyTests(ConsoleCase):
         self.assertEqual(audit_actions(self.api)[-1], "user.password_change")
 
 
+@on_both_backends
 class PageTests(ConsoleCase):
     def fill(self):
         api = self.api
@@ -436,6 +433,7 @@ class HostileTextTests(ConsoleCase):
         self.assertEqual(table[1][5], "'+1")
 
 
+@on_both_backends
 class UserActionTests(ConsoleCase):
     def setUp(self):
         super().setUp()
@@ -512,6 +510,7 @@ class UserActionTests(ConsoleCase):
         self.assertEqual((admin["status"], admin["is_admin"]), (1, True))
 
 
+@on_both_backends
 class GroupActionTests(ConsoleCase):
     def test_groups_and_their_rules(self):
         browser = self.signed_in()
@@ -545,6 +544,7 @@ class GroupActionTests(ConsoleCase):
             "group_rule.add", "group_rule.delete", "device_group.delete", "user_group.delete"])
 
 
+@on_both_backends
 class DeviceActionTests(ConsoleCase):
     def setUp(self):
         super().setUp()
@@ -618,6 +618,7 @@ class NoHbbsTests(unittest.TestCase):
                       browser.get(f"/devices/{device}").body)
 
 
+@on_both_backends
 class BookActionTests(ConsoleCase):
     def test_share_rules_restore_and_empty_the_bin(self):
         now = self.api.clock.seconds()
@@ -677,6 +678,7 @@ class BookActionTests(ConsoleCase):
         self.assertEqual(audit_actions(self.api)[1:], ["ab.add"])
 
 
+@on_both_backends
 class StrategyActionTests(ConsoleCase):
     def test_create_edit_assign_delete(self):
         browser = self.signed_in()
@@ -753,6 +755,7 @@ class KeyPageTests(ConsoleCase):
         self.assertIn(b"malformed public key", self.signed_in().get("/keys").body)
 
 
+@on_both_backends
 class TokenActionTests(ConsoleCase):
     def test_a_token_is_shown_once_stored_hashed_and_revoked(self):
         browser = self.signed_in()
@@ -784,41 +787,3 @@ class TokenActionTests(ConsoleCase):
         self.assertIn(b"Scope devices must be one of", browser.get("/tokens").body)
         self.assertEqual(rows(self.api, tables.tokens, tables.tokens.c.kind == "api"), [])
 
-
-class OnPostgres:
-    """The same tests on a fresh PostgreSQL database (tests/services.py)."""
-
-    def database_url(self):
-        return fresh_postgres_database(self)
-
-
-class SignInTestsOnPostgres(OnPostgres, SignInTests):
-    pass
-
-
-class PageTestsOnPostgres(OnPostgres, PageTests):
-    pass
-
-
-class UserActionTestsOnPostgres(OnPostgres, UserActionTests):
-    pass
-
-
-class GroupActionTestsOnPostgres(OnPostgres, GroupActionTests):
-    pass
-
-
-class DeviceActionTestsOnPostgres(OnPostgres, DeviceActionTests):
-    pass
-
-
-class BookActionTestsOnPostgres(OnPostgres, BookActionTests):
-    pass
-
-
-class StrategyActionTestsOnPostgres(OnPostgres, StrategyActionTests):
-    pass
-
-
-class TokenActionTestsOnPostgres(OnPostgres, TokenActionTests):
-    pass

@@ -26,7 +26,6 @@ SPARED = "^/api/logout$"
 def seed(directory, now):
     """An admin user with a known bearer token in a fresh API database."""
     db = Database(engine_url(None, directory), reactor, in_thread_pool=False)
-    db.open()
     try:
         migrate.upgrade(db)
 

@@ -2,15 +2,17 @@
 and the in-process announce wiring driven by a real RequestRelay through hbbs."""
 
 import os
+import stat
 
 from twisted.internet import reactor as real_reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 
-from rustdesk_twisted.combined_tap import RELAY_DERIVED, Options, makeService
+from rustdesk_twisted.combined_tap import API_DERIVED, RELAY_DERIVED, Options, makeService
 from rustdesk_twisted.hbbr.server import ANNOUNCE_GRACE
 from rustdesk_twisted.wire import keys, messages
 from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPeer, RegisterPk
@@ -98,6 +100,31 @@ class CombinedServiceTests(TestCase):
         self.assertIsNone(service.hbbr.relay.allowed)
         consoles = sorted(os.path.basename(u[0]) for u in self.reactor.unixServers)
         self.assertEqual(consoles, ["hbbr-console.sock", "hbbs-console.sock"])
+
+    def test_api_on_port_minus_2_with_its_database_in_the_data_directory(self):
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = self.start("--admin-token", "t0k", "--api-token-lifetime", "120")
+        self.assertIn(PORT - 2, self.ports())
+        path = os.path.join(self.directory, "db_api.sqlite3")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        config = service.api.config
+        self.assertEqual((config.data_dir, config.token_lifetime, config.admin_token,
+                          config.hbbs, config.bind), (self.directory, 120, "t0k",
+                                                      ("127.0.0.1", PORT - 1), "127.0.0.1"))
+        [ready] = [e for e in events if e.get("event") == "combined_ready"]
+        self.assertEqual(ready["api"], f"API on tcp:{PORT - 2}:interface=127.0.0.1, database "
+                                       f"sqlite:///{path}")
+
+    def test_api_off_and_its_own_port(self):
+        service = self.start("--api", "off")
+        self.assertIsNone(service.api)
+        self.assertNotIn(PORT - 2, self.ports())
+        self.assertNotIn("db_api.sqlite3", os.listdir(self.directory))
+        self.assertRaises(usage.UsageError, options, "--api", "maybe")
+
+    def test_api_port_option(self):
+        self.start("--api-port", "31114")
+        self.assertEqual(self.ports() & {PORT - 2, 31114}, {31114})
 
     def test_relay_flood_leaves_hbbs_its_descriptors(self):
         """hbbr and hbbs draw on one budget: 256 + 40 descriptors leave 40 for connections,
@@ -190,7 +217,8 @@ class EveryOptionTests(TestCase):
     """rustdesk-server takes every hbbs option as hbbs does, official flags included, and
     every hbbr option as --relay-NAME (issue 10 item 8)."""
 
-    def test_help_lists_every_option_of_both_servers(self):
+    def test_help_lists_every_option_of_the_servers(self):
+        from rustdesk_twisted.api import tap as api_tap
         from rustdesk_twisted.hbbr import tap as hbbr_tap
         from rustdesk_twisted.hbbs import tap as hbbs_tap
         names = {parameter[0] for parameter in Options.optParameters + Options.optFlags}
@@ -198,6 +226,8 @@ class EveryOptionTests(TestCase):
         relay = {long for long, *_ in hbbr_tap.Options.optParameters + hbbr_tap.Options.optFlags}
         for long in relay - RELAY_DERIVED:
             self.assertTrue({"relay-" + long, "relay-listen"} & names, long)
+        for long in {long for long, *_ in api_tap.OPTIONS} - API_DERIVED:
+            self.assertIn("api-" + long, names)
 
     def test_official_hbbs_flags_reach_hbbs_and_relay_flags_reach_hbbr(self):
         directory = os.path.abspath(self.mktemp())

@@ -51,7 +51,7 @@ class LiveCombinedTests(unittest.TestCase):
     def test_relay_pairs_brokered_uuid(self):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
-        port = free_port_block((-1, 0, 1, 2, 3, 4, 5))
+        port = free_port_block((-2, -1, 0, 1, 2, 3, 4, 5))
         sockets = tempfile.mkdtemp(prefix="rds")
         self.addCleanup(shutil.rmtree, sockets)
         process = yield start_twistd(

@@ -133,7 +133,7 @@ class CombinedDescriptorsLive(TestCase):
     def test_relay_flood_leaves_hbbs_tcp_up(self):
         directory = tempfile.mkdtemp(prefix="rdfd")
         self.addCleanup(shutil.rmtree, directory)
-        port = free_port_block((-1, 0, 1, 2, 3, 4, 5))
+        port = free_port_block((-2, -1, 0, 1, 2, 3, 4, 5))
         process = yield start_twistd(
             reactor, "rustdesk-server",
             ["-p", str(port), "-b", "127.0.0.1", "--data-dir", directory,

@@ -17,6 +17,7 @@ from rustdesk_twisted.hbbs import dbfile
 from rustdesk_twisted.hbbs.dbfile import DatabaseRefused
 from rustdesk_twisted.hbbs.store import LAST_SEEN_SCHEMA, OFFICIAL_SCHEMA, PeerStore
 
+from .livesupport import run_twistd
 from .test_store import make_official_db
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -196,15 +197,11 @@ class StartupTests(SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(os.urandom(4096))
         before = snapshot(directory)
-        done = subprocess.run(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-             "--pidfile=", "rustdesk-hbbs", "--data-dir", directory, "--listen-tcp", "tcp:0",
-             "--listen-nat", "tcp:0", "--listen-ws", "tcp:0", "--listen-udp", "127.0.0.1:0",
-             "--admin", "off"],
-            capture_output=True, text=True, timeout=60, cwd=directory,
-            env=dict(os.environ, PYTHONPATH=REPOSITORY))
-        output = done.stdout + done.stderr
-        self.assertEqual(done.returncode, 1, output)
+        code, output = run_twistd(
+            "rustdesk-hbbs", ["--data-dir", directory, "--listen-tcp", "tcp:0", "--listen-nat",
+                              "tcp:0", "--listen-ws", "tcp:0", "--listen-udp", "127.0.0.1:0",
+                              "--admin", "off"], directory)
+        self.assertEqual(code, 1, output)
         self.assertIn(f"rustdesk-hbbs: {path} is not an SQLite database", output)
         self.assertNotIn("Traceback", output)
         self.assertEqual(snapshot(directory), before)

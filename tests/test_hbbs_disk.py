@@ -11,7 +11,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 
 import treq
@@ -24,9 +23,8 @@ from twisted.trial import unittest
 from rustdesk_twisted.wire import messages
 from rustdesk_twisted.wire.rendezvous_pb2 import RegisterPk
 
-from .livesupport import free_port_block, start_twistd, stop_twistd
+from .livesupport import free_port_block, run_twistd, start_twistd, stop_twistd
 
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OK, SERVER_ERROR = 0, 7
 
 
@@ -234,14 +232,10 @@ class ReadOnlyTests(MountedTestCase):
                            " info text not null) without rowid;")
         conn.close()
         self.remount(directory, "ro")
-        done = subprocess.run(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-             "--pidfile=", "rustdesk-hbbs", "--data-dir", directory, "--listen-tcp", "tcp:0",
-             "--listen-nat", "tcp:0", "--listen-ws", "tcp:0", "--listen-udp", "127.0.0.1:0",
-             "--admin", "off", "--console", "tcp:0:interface=127.0.0.1"],
-            capture_output=True, text=True, timeout=60, cwd=REPOSITORY,
-            env=dict(os.environ, PYTHONPATH=REPOSITORY))
-        output = done.stdout + done.stderr
-        self.assertEqual(done.returncode, 1, output)
+        code, output = run_twistd(
+            "rustdesk-hbbs", ["--data-dir", directory, "--listen-tcp", "tcp:0", "--listen-nat",
+                              "tcp:0", "--listen-ws", "tcp:0", "--listen-udp", "127.0.0.1:0",
+                              "--admin", "off", "--console", "tcp:0:interface=127.0.0.1"])
+        self.assertEqual(code, 1, output)
         self.assertIn(f"rustdesk-hbbs: the database {path} is read-only", output)
         self.assertNotIn("Traceback", output)

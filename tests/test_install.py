@@ -112,6 +112,18 @@ def twistd_help(python):
                           env=venv_environment()).stdout
 
 
+def api_db_upgrade(test, python):
+    """``rustdesk-admin api-db upgrade`` of the installed package in a new data directory: the
+    API's migrations must be in the package, not only in the checkout."""
+    directory = tempfile.mkdtemp(prefix="rddata")
+    test.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    done = subprocess.run([python, "-m", "rustdesk_twisted.admin", "--data-dir", directory,
+                           "api-db", "upgrade"], capture_output=True, text=True, cwd="/",
+                          env=venv_environment())
+    test.assertEqual(done.returncode, 0, done.stderr)
+    return done.stdout
+
+
 class InstallOrderTests(SynchronousTestCase):
     def check_order(self, first, second):
         python, site = make_venv(self)
@@ -121,6 +133,7 @@ class InstallOrderTests(SynchronousTestCase):
         self.assertEqual(sorted(n for n in os.listdir(plugins) if n.endswith(".py")),
                          PLUGIN_FILES)
         self.assertIn("rustdesk-server", twistd_help(python))
+        self.assertIn("created at schema revision", api_db_upgrade(self, python))
         console = os.path.join(site, "rustdesk_twisted", "api", "console")
         for name in CONSOLE_FILES:
             self.assertTrue(os.path.isfile(os.path.join(console, name)), name)

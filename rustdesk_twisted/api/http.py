@@ -151,7 +151,7 @@ class Router:
     or raises ApiError; it may return a Deferred.  ``summary``, ``body`` and
     ``reply`` (JSON Schemas of the request and success bodies; ``reply`` may be
     the string "text", "html" or "empty"; ``body`` may be ``{"form": schema}`` for
-    an HTML form post) and ``query`` (name -> JSON Schema) describe the route in
+    an HTML form post, ``{"raw": schema}`` for bytes) and ``query`` (name -> JSON Schema) describe the route in
     the OpenAPI document.
     """
 

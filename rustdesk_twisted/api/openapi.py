@@ -50,8 +50,12 @@ def _operation(route):
     if route.auth is not None:
         operation["security"] = [{"bearer": []}]
     if route.body is not None:
-        content_type, schema = (("application/x-www-form-urlencoded", route.body["form"])
-                                if "form" in route.body else ("application/json", route.body))
+        if "form" in route.body:
+            content_type, schema = "application/x-www-form-urlencoded", route.body["form"]
+        elif "raw" in route.body:
+            content_type, schema = "application/octet-stream", route.body["raw"]
+        else:
+            content_type, schema = "application/json", route.body
         operation["requestBody"] = {"required": False, "content": {content_type: {"schema": schema}}}
     return operation
 

@@ -228,6 +228,8 @@ audit_conn = Table(
     Column("started_at", Float, nullable=False, index=True),
     Column("authorized_at", Float),
     Column("closed_at", Float),
+    # The uuid the controlled device gave: its later posts must match it (api/audit.py).
+    Column("device_uuid", String(SHORT), nullable=False, default=""),
 )
 
 audit_file = Table(

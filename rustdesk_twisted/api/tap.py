@@ -21,6 +21,8 @@ from ..wire.websocket import TrustedProxies
 from . import migrate
 from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME
 from .addressbooks import DEFAULT_MAX_PEERS, DEFAULT_MAX_TAGS, BookLimits
+from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE
+from .recordings import DEFAULT_MAX_FILE, DEFAULT_MAX_FILES, DEFAULT_QUOTA, RecordingLimits
 from .console import ConsoleOptions
 from .console.session import DEFAULT_SESSION_IDLE
 from .app import ApiApp, in_reactor_threads
@@ -32,8 +34,8 @@ DEFAULT_PORT = 21114
 
 # (long flag, short flag, setting name, help)
 OPTIONS = [
-    ("port", "p", "API-PORT", f"HTTP port (default {DEFAULT_PORT}: the rendezvous port minus 2, "
-                              "where clients look for the API)."),
+    ("port", "p", "API-PORT", f"HTTP port (default PORT-2, {DEFAULT_PORT}: the rendezvous port "
+                              "minus 2, where clients look for the API)."),
     ("bind", "b", "BIND", "IP address to listen on (default: all, dual-stack)."),
     ("listen", None, "API-LISTEN", "Endpoint to listen on instead (e.g. ssl:443:privateKey=…)."),
     ("data-dir", None, "DATA-DIR", "Directory of db_api.sqlite3 and .env (default: .)."),
@@ -58,6 +60,24 @@ OPTIONS = [
      f"Entries one address book holds at most, recycle bin apart (default {DEFAULT_MAX_PEERS})."),
     ("ab-max-tags", None, "AB-MAX-TAGS",
      f"Tags one address book holds at most (default {DEFAULT_MAX_TAGS})."),
+    ("audit-retention-days", None, "AUDIT-RETENTION-DAYS",
+     f"Days audit logs are kept, pruned hourly (default {DEFAULT_RETENTION_DAYS}; 0 keeps "
+     "them)."),
+    ("audit-unknown-per-minute", None, "AUDIT-UNKNOWN-PER-MINUTE",
+     "Audit posts per minute and source from devices neither this API nor hbbs knows (default "
+     f"{DEFAULT_UNKNOWN_PER_MINUTE}); known devices are not limited."),
+    ("recording-dir", None, "RECORDING-DIR", "Where uploaded session recordings go, one "
+                                             "directory per device (default DATA_DIR/"
+                                             "recordings), or 'off'."),
+    ("recording-max-file", None, "RECORDING-MAX-FILE",
+     f"Largest recording in bytes (default {DEFAULT_MAX_FILE})."),
+    ("recording-quota", None, "RECORDING-QUOTA",
+     f"Bytes of recordings one device may store (default {DEFAULT_QUOTA})."),
+    ("recording-max-files", None, "RECORDING-MAX-FILES",
+     f"Recordings one device may store (default {DEFAULT_MAX_FILES})."),
+    ("admin-token", None, "ADMIN-TOKEN", "Bearer token for /metrics from other hosts (this "
+                                         "host needs none); the one hbbs's admin listener takes."),
+    ("admin-token-file", None, "ADMIN-TOKEN-FILE", "File holding ADMIN-TOKEN."),
     ("console-secure-cookies", None, "CONSOLE-SECURE-COOKIES",
      "Y: mark the web console's cookies Secure even on plain http (a TLS proxy in front); "
      "over https they always are."),
@@ -86,7 +106,8 @@ class ApiConfig:
     def __init__(self, settings):
         self.settings = settings
         self.data_dir = settings.get("DATA-DIR") or "."
-        self.port = settings.integer("API-PORT", DEFAULT_PORT, minimum=1, maximum=65535)
+        rendezvous = settings.integer("PORT", DEFAULT_PORT + 2, minimum=3, maximum=65535)
+        self.port = settings.integer("API-PORT", rendezvous - 2, minimum=1, maximum=65535)
         self.bind = settings.get("BIND") or ""
         interface = self.bind.replace(":", "\\:") if self.bind else "\\:\\:"
         self.endpoint = settings.get("API-LISTEN") or f"tcp:{self.port}:interface={interface}"
@@ -105,6 +126,18 @@ class ApiConfig:
             max_peer_one_ab=settings.integer("MAX-PEER-ONE-AB", 0, minimum=0, maximum=max_peers),
             max_peers=max_peers,
             max_tags=settings.integer("AB-MAX-TAGS", DEFAULT_MAX_TAGS, minimum=1, maximum=100_000))
+        self.audit_retention_days = settings.integer("AUDIT-RETENTION-DAYS",
+                                                     DEFAULT_RETENTION_DAYS, minimum=0)
+        self.audit_unknown_per_minute = settings.integer(
+            "AUDIT-UNKNOWN-PER-MINUTE", DEFAULT_UNKNOWN_PER_MINUTE, minimum=0)
+        recording_dir = settings.get("RECORDING-DIR") or os.path.join(self.data_dir,
+                                                                      "recordings")
+        self.recording_dir = None if recording_dir.lower() == "off" else recording_dir
+        self.recording_limits = RecordingLimits(
+            settings.integer("RECORDING-MAX-FILE", DEFAULT_MAX_FILE, minimum=1),
+            settings.integer("RECORDING-QUOTA", DEFAULT_QUOTA, minimum=1),
+            settings.integer("RECORDING-MAX-FILES", DEFAULT_MAX_FILES, minimum=1))
+        self.admin_token = settings.get("ADMIN-TOKEN") or None
         self.console_options = ConsoleOptions(
             secure_cookies=settings.flag("CONSOLE-SECURE-COOKIES"),
             session_idle=settings.integer("CONSOLE-SESSION-IDLE", DEFAULT_SESSION_IDLE,
@@ -154,7 +187,6 @@ class ApiService(service.MultiService):
     def startService(self):
         config = self.config
         self.db = Database(config.db_url, self.reactor)
-        self.db.open()
         try:
             migrate.upgrade(self.db)
             blocking = in_reactor_threads(self.reactor)
@@ -162,7 +194,12 @@ class ApiService(service.MultiService):
             self.app = ApiApp(self.db, self.reactor, blocking,
                               token_lifetime=config.token_lifetime, trusted=config.trusted,
                               max_body=config.max_body, hbbs=hbbs, ab_limits=config.ab_limits,
-                              data_dir=config.data_dir, console=config.console_options)
+                              audit_retention_days=config.audit_retention_days,
+                              audit_unknown_per_minute=config.audit_unknown_per_minute,
+                              recording_dir=config.recording_dir,
+                              recording_limits=config.recording_limits,
+                              admin_token=config.admin_token, data_dir=config.data_dir,
+                              console=config.console_options)
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
             except ValueError as e:
@@ -170,6 +207,8 @@ class ApiService(service.MultiService):
             listener = StreamServerEndpointService(endpoint, self.app.site())
             listener._raiseSynchronously = True
             listener.setServiceParent(self)
+            for timer in self.app.services:
+                timer.setServiceParent(self)
             super().startService()
         except BaseException:
             self.db.close()
@@ -185,6 +224,9 @@ class ApiService(service.MultiService):
             log.info("Online state from hbbs at {host}:{port}; peer keys from {db}",
                      host=config.hbbs[0], port=config.hbbs[1], db=config.peer_db,
                      event="banner")
+        log.info("Audit logs kept {days} days (0: for ever); recordings {recordings}",
+                 days=config.audit_retention_days,
+                 recordings=config.recording_dir or "off", event="banner")
         console = config.console_options
         log.info("Web console at / (session idle {idle}s, cookies {secure})",
                  idle=console.session_idle, event="banner",

@@ -29,6 +29,8 @@ OFFICIAL_PEER_COLUMNS = (
 LAST_SEEN_COLUMNS = (("guid", "blob", 1, 1), ("last_seen", "integer", 1, 0))
 SQLITE_HEADER = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm")
+MIN_FREE_BYTES = 16 << 20
+MIN_FREE_FRACTION = 0.1
 
 NEW, OFFICIAL, OURS = "new", "official", "ours"
 
@@ -38,35 +40,10 @@ class DatabaseRefused(Exception):
 
 
 def examine(path):
-    """``NEW``, ``OFFICIAL`` (no table of ours yet) or ``OURS``; raises DatabaseRefused.
-
-    Reads only: a database without a pending WAL is opened ``immutable`` (no
-    side files at all), one with a WAL read-only, which never checkpoints.
-    """
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
+    """``NEW``, ``OFFICIAL`` (no table of ours yet) or ``OURS``; raises DatabaseRefused."""
+    conn = open_read_only(path)
+    if conn is None:
         return NEW
-    except OSError as e:
-        raise DatabaseRefused(f"cannot examine the database {path}: {e.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise DatabaseRefused(f"the database {path} is not a regular file")
-    if info.st_size == 0:
-        return NEW
-    try:
-        with open(path, "rb") as f:
-            header = f.read(len(SQLITE_HEADER))
-    except OSError as e:
-        raise DatabaseRefused(f"cannot read the database {path}: {e.strerror}") from None
-    if header != SQLITE_HEADER:
-        raise DatabaseRefused(f"{path} is not an SQLite database (it may belong to another "
-                              "program, or be damaged); move it away or set DB_URL")
-    wal = path + "-wal"
-    pending_wal = os.path.exists(wal) and os.path.getsize(wal) > 0
-    try:
-        conn = sqlite3.connect(read_only_uri(path, immutable=not pending_wal), uri=True)
-    except sqlite3.Error as e:
-        raise DatabaseRefused(f"cannot open the database {path}: {e}") from None
     try:
         return _classify(conn, path)
     except sqlite3.DatabaseError as e:
@@ -74,6 +51,40 @@ def examine(path):
                               "backup or move it away") from None
     finally:
         conn.close()
+
+
+def open_read_only(path, setting="DB_URL"):
+    """A read-only sqlite3 connection to ``path``, or None when it is absent or empty.
+
+    A database without a pending WAL is opened ``immutable`` (no side files at
+    all), one with a WAL read-only, which never checkpoints.  A file that is
+    not an SQLite database raises DatabaseRefused naming ``setting``, the
+    option that would point the server elsewhere.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise DatabaseRefused(f"cannot examine the database {path}: {e.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DatabaseRefused(f"the database {path} is not a regular file")
+    if info.st_size == 0:
+        return None
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise DatabaseRefused(f"cannot read the database {path}: {e.strerror}") from None
+    if header != SQLITE_HEADER:
+        raise DatabaseRefused(f"{path} is not an SQLite database (it may belong to another "
+                              f"program, or be damaged); move it away or set {setting}")
+    wal = path + "-wal"
+    pending_wal = os.path.exists(wal) and os.path.getsize(wal) > 0
+    try:
+        return sqlite3.connect(read_only_uri(path, immutable=not pending_wal), uri=True)
+    except sqlite3.Error as e:
+        raise DatabaseRefused(f"cannot open the database {path}: {e}") from None
 
 
 def read_only_uri(path, immutable=False):
@@ -143,8 +154,8 @@ def check_writable(path):
     """Refuse a database (or its directory) that we could open but never write."""
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
-        raise DatabaseRefused(f"the database {path} is read-only; hbbs must be able to write "
-                              "it (check its owner and mode, and that the disk is mounted "
+        raise DatabaseRefused(f"the database {path} is read-only; the server must be able to "
+                              "write it (check its owner and mode, and that the disk is mounted "
                               "read-write)")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise DatabaseRefused(f"the data directory {directory} is read-only; SQLite must create "
@@ -172,3 +183,14 @@ def make_private(path):
             continue
         except OSError as e:
             raise DatabaseRefused(f"cannot make {name} private (mode 0600): {e.strerror}") from None
+
+
+def space_to_spare(path):
+    """Whether the disk of ``path`` has room for more than a WAL's slack: 16 MiB, or a tenth
+    of a small disk; a commit that worked on a nearly full disk is no recovery yet."""
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return True
+    free = fs.f_bavail * fs.f_frsize
+    return free >= min(MIN_FREE_BYTES, MIN_FREE_FRACTION * fs.f_blocks * fs.f_frsize)

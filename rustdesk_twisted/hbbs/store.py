@@ -217,8 +217,6 @@ class PeerStore:
     MAX_BATCH = 4096
     TOUCH_INTERVAL = 1.0
     RECOVERY_HOLD = 5.0
-    MIN_FREE_BYTES = 16 << 20
-    MIN_FREE_FRACTION = 0.1
 
     def __init__(self, path, reactor, commit_delay=COMMIT_DELAY, max_batch=MAX_BATCH,
                  touch_interval=TOUCH_INTERVAL):
@@ -547,21 +545,12 @@ class PeerStore:
         if self.failure is None:
             return
         now = self._reactor.seconds()
-        if now - self._failedAt < self.RECOVERY_HOLD or not self._spaceToSpare():
+        if now - self._failedAt < self.RECOVERY_HOLD or not dbfile.space_to_spare(self.path):
             return
         self.log.info("peer store {path}: commits work again (failing for {seconds:.0f}s: "
                       "{reason})", path=self.path, seconds=now - self._failedAt,
                       reason=self.failure, event="store_recovered")
         self.failure = None
-
-    def _spaceToSpare(self):
-        """Free space for more than the WAL's slack: 16 MiB, or a tenth of a small disk."""
-        try:
-            fs = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
-        except OSError:
-            return True
-        free = fs.f_bavail * fs.f_frsize
-        return free >= min(self.MIN_FREE_BYTES, self.MIN_FREE_FRACTION * fs.f_blocks * fs.f_frsize)
 
     def backup(self, target_path):
         """Copy the live database to ``target_path`` (SQLite online backup, mode 0600).
