@@ -14,6 +14,7 @@ from twisted.trial import unittest
 from rustdesk_twisted.api import tables
 from rustdesk_twisted.api.accounts import password_matches, token_hash
 from rustdesk_twisted.api.console import ConsoleOptions
+from rustdesk_twisted.api.console.audit import Collected, CsvTooLarge
 from rustdesk_twisted.api.console.settings import config_string
 from rustdesk_twisted.wire.keys import fingerprint
 
@@ -424,16 +425,63 @@ class HostileTextTests(ConsoleCase):
     def test_csv_cells_that_a_spreadsheet_would_run_are_defused(self):
         add_row(self.api, tables.audit_conn, guid="c1", rustdesk_id="=HYPERLINK(1)",
                 conn_id=1, started_at=1_800_000_000, ip="+1")
-        reply = self.signed_in().get("/audit/conn/csv")
+        browser = self.signed_in()
+        reply = browser.get("/audit/conn/csv")
         self.assertEqual(reply.header("content-type"), "text/csv; charset=utf-8")
         self.assertIn("attachment", reply.header("content-disposition"))
-        table = list(csv.reader(io.StringIO(reply.body.decode())))
-        self.assertEqual(table[0][:3], ["started_at", "closed_at", "rustdesk_id"])
-        self.assertEqual(table[1][:3], ["2027-01-15 08:00", "", "'=HYPERLINK(1)"])
-        self.assertEqual(table[1][5], "'+1")
+        header, row = list(csv.reader(io.StringIO(reply.body.decode())))
+        cells = dict(zip(header, row))
+        self.assertEqual((cells["rustdesk_id"], cells["ip"], cells["started_at"]),
+                         ("'=HYPERLINK(1)", "'+1", "1800000000.0"))
+        browser.get("/users")
+        browser.post("/users", {"name": "@SUM(A1)", "password": "password1",
+                                "confirm": "password1"})
+        reply = browser.get("/audit/console/csv?q=SUM")
+        header, row = list(csv.reader(io.StringIO(reply.body.decode())))
+        self.assertEqual(header, ["id", "created_at", "user_name", "ip", "action", "detail"])
+        self.assertEqual(row[4:], ["user.add", "user '@SUM(A1)'"])
 
 
 @on_both_backends
+class AuditTests(ConsoleCase):
+    def test_device_logs_filter_by_device_type_and_days(self):
+        day = 86400
+        for n, (device, kind, when) in enumerate((("111222333", 0, 0), ("111222333", 1, day),
+                                                   ("444555666", 0, 2 * day))):
+            add_row(self.api, tables.audit_conn, guid=f"c{n}", rustdesk_id=device, conn_id=n,
+                    conn_type=kind, ip=f"198.51.100.{n}", started_at=1_800_000_000 + when)
+        browser = self.signed_in()
+
+        def shown(query):
+            body = browser.get("/audit/conn" + query).body
+            return [n for n in range(3) if f"198.51.100.{n}<".encode() in body]
+        self.assertEqual(shown(""), [0, 1, 2])
+        self.assertEqual(shown("?id=111222333"), [0, 1])
+        self.assertEqual(shown("?id=111222333&type=1"), [1])
+        self.assertEqual(shown("?since=2027-01-16"), [1, 2])
+        self.assertEqual(shown("?since=2027-01-16&until=2027-01-16"), [1])
+        page = browser.get("/audit/conn?id=111222333&type=1").body
+        self.assertIn(b'href="/audit/conn/csv?id=111222333&amp;type=1"', page)
+        rows = list(csv.reader(io.StringIO(browser.get(
+            "/audit/conn/csv?id=111222333&type=1").body.decode())))
+        self.assertEqual(len(rows), 2)
+        self.assertEqual(browser.get("/audit/conn?since=yesterday").status, 400)
+
+    def test_console_changes_are_searched(self):
+        browser = self.signed_in()
+        browser.get("/strategies")
+        browser.post("/strategies", {"name": "night shift"})
+        body = browser.get("/audit/console?q=night").body
+        self.assertIn(b"strategy.add", body)
+        self.assertNotIn(b"console.login", body)
+
+    def test_an_export_past_the_cap_stops(self):
+        out = Collected(limit=10)
+        out.write(b"12345")
+        self.assertRaises(CsvTooLarge, out.write, b"678901")
+        self.assertEqual(out.body(), b"12345")
+
+
 class UserActionTests(ConsoleCase):
     def setUp(self):
         super().setUp()

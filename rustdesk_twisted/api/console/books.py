@@ -28,8 +28,8 @@ class BookPages(Pages):
               "Empty an address book's recycle bin", back="/address-books/{id}/bin")
 
     async def list(self, call, viewer):
-        q, number, offset = list_args(call)
-        total, books = await self.db.run(data.list_books, q, offset)
+        q, number = list_args(call)
+        total, books = await self.db.run(data.list_books, q, number)
         return self.console.page(viewer, "books.html", section="books", title="Address books",
                                  q=q, books=books, pager=pager(call, number, total))
 
@@ -44,8 +44,8 @@ class BookPages(Pages):
 
     async def _book_page(self, call, viewer, deleted):
         book = await self.db.run(data.get_book, path_id(call))
-        q, number, offset = list_args(call)
-        total, peers = await self.db.run(data.book_peers, book["id"], deleted, q, offset)
+        q, number = list_args(call)
+        total, peers = await self.db.run(data.book_peers, book["id"], deleted, q, number)
         rules = await self.db.run(data.book_rules, book["id"])
         return self.console.page(viewer, "book.html", section="books", title=book["name"],
                                  book=book, q=q, peers=peers, rules=rules, bin=deleted,

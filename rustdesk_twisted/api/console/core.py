@@ -63,10 +63,9 @@ def form_schema(fields):
 
 
 def list_args(call):
-    """The search text, the page number and the row offset of a list page."""
+    """The search text and the page number of a list page."""
     q = call.query.get("q", "").strip()[:MAX_SEARCH]
-    number = call.query_int("page", 1, minimum=1, maximum=MAX_PAGE)
-    return q, number, (number - 1) * data.PAGE_SIZE
+    return q, call.query_int("page", 1, minimum=1, maximum=MAX_PAGE)
 
 
 def pager(call, number, total):
@@ -109,6 +108,7 @@ class ConsoleCore:
         self.accounts = app.accounts
         self.blocking = app.accounts.blocking
         self.hbbs = app.hbbs
+        self.audit = app.audit
         self.data_dir = data_dir
         self.secure_cookies = options.secure_cookies
         self.sessions = ConsoleSessions(app.db, options.session_idle)
@@ -256,7 +256,7 @@ class ConsoleCore:
         if not viewer.is_admin:
             return redirect("/me")
         counts = await self.db.run(data.overview)
-        _, recent = await self.db.run(data.audit_rows, "console", "", None, None, 0, RECENT)
+        _, recent = await self.db.run(data.console_log, "", None, None, 1, RECENT)
         return self.page(viewer, "home.html", section="home", title="Overview", counts=counts,
                          recent=recent)
 

@@ -3,7 +3,7 @@
 Every function takes a connection and runs inside one ``db.run`` transaction;
 every change writes its ``audit_console`` row in that same transaction, so a
 change and its record are committed together or not at all.  Lists are pages:
-``(total, rows)`` for an offset and a limit, never a whole table.
+``(total, rows)`` of a page number (:func:`..db.page`), never a whole table.
 """
 
 import json
@@ -11,11 +11,11 @@ import json
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from .. import addressbooks, tables
+from ..db import page
 from ..http import ApiError, bad_request
 
 PAGE_SIZE = 50
 MAX_OPTIONS = 1000
-MAX_CSV_ROWS = 100_000
 USER_STATUS = {1: "active", 0: "disabled", -1: "unverified"}
 RULE_NAMES = {1: "read", 2: "read/write", 3: "full control"}
 RULE_TARGETS = ("user", "user_group", "device_group")
@@ -42,10 +42,9 @@ def _rows(result):
     return [dict(row._mapping) for row in result]
 
 
-def _page(connection, query, offset, limit):
-    total = connection.execute(select(func.count()).select_from(
-        query.order_by(None).subquery())).scalar_one()
-    return total, _rows(connection.execute(query.offset(offset).limit(limit)))
+def _page(connection, query, number, size):
+    found = page(connection, query, number, size)
+    return found["total"], found["data"]
 
 
 def _search(q, *columns):
@@ -117,12 +116,12 @@ def _user_query():
         u.outerjoin(g, g.c.id == u.c.group_id).outerjoin(s, s.c.id == u.c.strategy_id))
 
 
-def list_users(connection, q, offset, limit=PAGE_SIZE):
+def list_users(connection, q, number, size=PAGE_SIZE):
     u = tables.users
     query = _user_query().order_by(u.c.name)
     if q:
         query = query.where(_search(q, u.c.name, u.c.display_name, u.c.email))
-    return _page(connection, query, offset, limit)
+    return _page(connection, query, number, size)
 
 
 def get_user(connection, user_id):
@@ -183,10 +182,10 @@ def reset_totp(connection, actor, user_id):
     record(connection, actor, "user.totp_reset", f"user {user['name']!r}")
 
 
-def user_devices(connection, user_id, offset, limit=PAGE_SIZE):
+def user_devices(connection, user_id, number, size=PAGE_SIZE):
     d = tables.devices
     return _page(connection, _device_query().where(d.c.user_id == user_id).order_by(
-        d.c.rustdesk_id), offset, limit)
+        d.c.rustdesk_id), number, size)
 
 
 # -- groups and access rules -----------------------------------------------------------------
@@ -195,14 +194,14 @@ GROUPS = {"user": (tables.user_groups, tables.users, "group_id", "user group"),
           "device": (tables.device_groups, tables.devices, "device_group_id", "device group")}
 
 
-def list_groups(connection, kind, q, offset, limit=PAGE_SIZE):
+def list_groups(connection, kind, q, number, size=PAGE_SIZE):
     table, members, column, _ = GROUPS[kind]
     count = select(func.count()).where(members.c[column] == table.c.id).scalar_subquery()
     query = select(table.c.id, table.c.name, table.c.note, count.label("members")).order_by(
         table.c.name)
     if q:
         query = query.where(_search(q, table.c.name, table.c.note))
-    return _page(connection, query, offset, limit)
+    return _page(connection, query, number, size)
 
 
 def get_group(connection, kind, group_id):
@@ -296,13 +295,13 @@ def _device_query():
         .outerjoin(s, s.c.id == d.c.strategy_id))
 
 
-def list_devices(connection, q, offset, limit=PAGE_SIZE):
+def list_devices(connection, q, number, size=PAGE_SIZE):
     d, u = tables.devices, tables.users
     query = _device_query().order_by(d.c.rustdesk_id)
     if q:
         query = query.where(_search(q, d.c.rustdesk_id, d.c.hostname, d.c.username, d.c.note,
                                     u.c.name))
-    return _page(connection, query, offset, limit)
+    return _page(connection, query, number, size)
 
 
 def get_device(connection, device_id):
@@ -339,7 +338,7 @@ def device_released(connection, actor, rustdesk_id, reply):
 
 # -- address books ---------------------------------------------------------------------------
 
-def list_books(connection, q, offset, limit=PAGE_SIZE):
+def list_books(connection, q, number, size=PAGE_SIZE):
     b, u, p, r = tables.address_books, tables.users, tables.ab_peers, tables.ab_rules
     peers = select(func.count()).where(p.c.ab_id == b.c.id,
                                        p.c.deleted_at.is_(None)).scalar_subquery()
@@ -352,7 +351,7 @@ def list_books(connection, q, offset, limit=PAGE_SIZE):
         b.join(u, u.c.id == b.c.owner_id)).order_by(u.c.name, b.c.name)
     if q:
         query = query.where(_search(q, b.c.name, u.c.name))
-    return _page(connection, query, offset, limit)
+    return _page(connection, query, number, size)
 
 
 def get_book(connection, book_id):
@@ -363,7 +362,7 @@ def get_book(connection, book_id):
         b.join(u, u.c.id == b.c.owner_id)).where(b.c.id == book_id), "address book")
 
 
-def book_peers(connection, book_id, deleted, q, offset, limit=PAGE_SIZE):
+def book_peers(connection, book_id, deleted, q, number, size=PAGE_SIZE):
     p = tables.ab_peers
     query = select(p.c.id, p.c.peer_id, p.c.alias, p.c.hostname, p.c.username, p.c.platform,
                    p.c.tags, p.c.note, p.c.updated_at, p.c.deleted_at).where(
@@ -372,7 +371,7 @@ def book_peers(connection, book_id, deleted, q, offset, limit=PAGE_SIZE):
         p.c.peer_id)
     if q:
         query = query.where(_search(q, p.c.peer_id, p.c.alias, p.c.hostname, p.c.note))
-    total, rows = _page(connection, query, offset, limit)
+    total, rows = _page(connection, query, number, size)
     for row in rows:
         try:
             tags = json.loads(row["tags"])
@@ -452,50 +451,41 @@ def empty_bin(connection, actor, book_id):
            f"address book {book['name']!r} of {book['owner_name']!r}: {gone} peers")
 
 
-# -- audit logs ------------------------------------------------------------------------------
+# -- the console's own audit log ------------------------------------------------------------
 
-AUDIT = {
-    "conn": (tables.audit_conn, "started_at",
-             ("started_at", "closed_at", "rustdesk_id", "controller_id", "controller_name",
-              "ip", "conn_type", "note"),
-             ("rustdesk_id", "controller_id", "controller_name", "ip")),
-    "file": (tables.audit_file, "created_at",
-             ("created_at", "rustdesk_id", "peer_id", "direction", "path", "is_file"),
-             ("rustdesk_id", "peer_id", "path")),
-    "alarm": (tables.audit_alarm, "created_at",
-              ("created_at", "rustdesk_id", "typ", "info"),
-              ("rustdesk_id", "info")),
-    "console": (tables.audit_console, "created_at",
-                ("created_at", "user_name", "ip", "action", "detail"),
-                ("user_name", "ip", "action", "detail")),
-}
+CONSOLE_COLUMNS = ("created_at", "user_name", "ip", "action", "detail")
 
 
-def _audit_query(kind, q, since, until):
-    table, when, shown, searched = AUDIT[kind]
-    query = select(*(table.c[name] for name in shown)).order_by(table.c[when].desc(),
-                                                               table.c.id.desc())
+def _console_log(q, since, until):
+    a = tables.audit_console
+    query = select(*(a.c[name] for name in CONSOLE_COLUMNS), a.c.id).order_by(
+        a.c.created_at.desc(), a.c.id.desc())
     if q:
-        query = query.where(_search(q, *(table.c[name] for name in searched)))
+        query = query.where(_search(q, a.c.user_name, a.c.ip, a.c.action, a.c.detail))
     if since is not None:
-        query = query.where(table.c[when] >= since)
+        query = query.where(a.c.created_at >= since)
     if until is not None:
-        query = query.where(table.c[when] < until)
+        query = query.where(a.c.created_at < until)
     return query
 
 
-def audit_rows(connection, kind, q, since, until, offset, limit=PAGE_SIZE):
-    return _page(connection, _audit_query(kind, q, since, until), offset, limit)
+def console_log(connection, q, since, until, number, size=PAGE_SIZE):
+    """A page of console changes, newest first (the device logs are :mod:`..audit`'s)."""
+    return _page(connection, _console_log(q, since, until), number, size)
 
 
-def audit_export(connection, kind, q, since, until):
-    """At most :data:`MAX_CSV_ROWS` rows, newest first."""
-    return _rows(connection.execute(_audit_query(kind, q, since, until).limit(MAX_CSV_ROWS)))
+def console_log_chunk(connection, q, since, until, below, size):
+    """The next ``size`` console changes older than row id ``below`` (None: the newest)."""
+    query = _console_log(q, since, until)
+    if below is not None:
+        query = query.where(tables.audit_console.c.id < below)
+    return _rows(connection.execute(query.order_by(None).order_by(
+        tables.audit_console.c.id.desc()).limit(size)))
 
 
 # -- strategies ------------------------------------------------------------------------------
 
-def list_strategies(connection, q, offset, limit=PAGE_SIZE):
+def list_strategies(connection, q, number, size=PAGE_SIZE):
     s, u, d = tables.strategies, tables.users, tables.devices
     users = select(func.count()).where(u.c.strategy_id == s.c.id).scalar_subquery()
     devices = select(func.count()).where(d.c.strategy_id == s.c.id).scalar_subquery()
@@ -503,7 +493,7 @@ def list_strategies(connection, q, offset, limit=PAGE_SIZE):
                    users.label("users"), devices.label("devices")).order_by(s.c.name)
     if q:
         query = query.where(_search(q, s.c.name))
-    total, rows = _page(connection, query, offset, limit)
+    total, rows = _page(connection, query, number, size)
     for row in rows:
         row["options"] = _options(row["options"])
     return total, rows
@@ -579,12 +569,12 @@ def assign_strategy(connection, actor, strategy_id, target_kind, name):
 
 # -- API tokens ------------------------------------------------------------------------------
 
-def list_api_tokens(connection, offset, limit=PAGE_SIZE):
+def list_api_tokens(connection, number, size=PAGE_SIZE):
     t, u = tables.tokens, tables.users
     query = select(t.c.id, t.c.name, t.c.scopes, t.c.created_at, t.c.expires_at,
                    t.c.last_used_at, u.c.name.label("user_name")).select_from(
         t.join(u, u.c.id == t.c.user_id)).where(t.c.kind == "api").order_by(t.c.id.desc())
-    return _page(connection, query, offset, limit)
+    return _page(connection, query, number, size)
 
 
 def add_api_token(connection, actor, digest, name, scopes, lifetime):

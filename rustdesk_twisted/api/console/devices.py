@@ -46,8 +46,8 @@ class DevicePages(Pages):
               "Release a device's ID in hbbs", back="/devices/{id}")
 
     async def list(self, call, viewer):
-        q, number, offset = list_args(call)
-        total, devices = await self.db.run(data.list_devices, q, offset)
+        q, number = list_args(call)
+        total, devices = await self.db.run(data.list_devices, q, number)
         online = await self.console.hbbs.online([d["rustdesk_id"] for d in devices])
         return self.console.page(viewer, "devices.html", section="devices", title="Devices",
                                  q=q, devices=devices, online=online,

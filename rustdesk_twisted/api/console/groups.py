@@ -36,8 +36,8 @@ class GroupPages(Pages):
         return lambda call, viewer: handler(call, viewer, kind)
 
     async def list(self, call, viewer, kind):
-        q, number, offset = list_args(call)
-        total, groups = await self.db.run(data.list_groups, kind, q, offset)
+        q, number = list_args(call)
+        total, groups = await self.db.run(data.list_groups, kind, q, number)
         base, title, what = KINDS[kind]
         return self.console.page(viewer, "groups.html", section="groups", title=title, q=q,
                                  kind=kind, base=base, what=what, groups=groups,

@@ -79,8 +79,8 @@ class SettingsPages(Pages):
                                  api=api, relay=relay, wrong=wrong, config=config)
 
     async def tokens(self, call, viewer, created=None):
-        _, number, offset = list_args(call)
-        total, rows = await self.db.run(data.list_api_tokens, offset)
+        _, number = list_args(call)
+        total, rows = await self.db.run(data.list_api_tokens, number)
         return self.console.page(viewer, "tokens.html", section="tokens", title="API tokens",
                                  tokens=rows, pager=pager(call, number, total),
                                  areas=data.SCOPE_AREAS, created=created)

@@ -50,8 +50,8 @@ class StrategyPages(Pages):
               back="/strategies/{id}")
 
     async def list(self, call, viewer):
-        q, number, offset = list_args(call)
-        total, strategies = await self.db.run(data.list_strategies, q, offset)
+        q, number = list_args(call)
+        total, strategies = await self.db.run(data.list_strategies, q, number)
         return self.console.page(viewer, "strategies.html", section="strategies",
                                  title="Strategies", q=q, strategies=strategies,
                                  pager=pager(call, number, total))

@@ -52,8 +52,8 @@ class UserPages(Pages):
               admin=False, back="/me", fields=("current", "password", "confirm"))
 
     async def list(self, call, viewer):
-        q, number, offset = list_args(call)
-        total, users = await self.db.run(data.list_users, q, offset)
+        q, number = list_args(call)
+        total, users = await self.db.run(data.list_users, q, number)
         choices = await self.db.run(data.choices)
         return self.console.page(viewer, "users.html", section="users", title="Users", q=q,
                                  users=users, pager=pager(call, number, total), choices=choices,
@@ -71,7 +71,7 @@ class UserPages(Pages):
     async def show(self, call, viewer):
         user = await self.db.run(data.get_user, path_id(call))
         choices = await self.db.run(data.choices)
-        total, devices = await self.db.run(data.user_devices, user["id"], 0)
+        total, devices = await self.db.run(data.user_devices, user["id"], 1)
         return self.console.page(viewer, "user.html", section="users", title=user["name"],
                                  user=user, choices=choices, devices=devices,
                                  device_total=total, statuses=data.USER_STATUS)
@@ -105,8 +105,8 @@ class UserPages(Pages):
                                  "TOTP turned off: the user signs in with the password alone.")
 
     async def me(self, call, viewer):
-        _, number, offset = list_args(call)
-        total, devices = await self.db.run(data.user_devices, viewer.user["id"], offset)
+        _, number = list_args(call)
+        total, devices = await self.db.run(data.user_devices, viewer.user["id"], number)
         online = await self.console.hbbs.online([d["rustdesk_id"] for d in devices])
         return self.console.page(viewer, "me.html", section="me", title="My account",
                                  devices=devices, online=online,
