@@ -12,7 +12,9 @@ each on a fresh PostgreSQL database of its own (tests/services.py).
 
 import json
 import os
+import re
 import sys
+from urllib.parse import urlencode
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -143,6 +145,54 @@ class ApiHarness:
             result["failure"].raiseException()
         response = result["response"]
         return Response(response.code, response.headers, result["body"])
+
+
+class FormClient:
+    """A browser in miniature for the web console: keeps cookies, posts forms from this site.
+
+    Every HTML page it gets leaves its CSRF token in ``csrf``; :meth:`post` sends it
+    unless told otherwise, with ``Origin`` naming the harness's host.
+    """
+
+    ORIGIN = "http://api.test"
+
+    def __init__(self, api, client="192.0.2.10"):
+        self.api = api
+        self.client = client
+        self.cookies = {}
+        self.csrf = None
+
+    def request(self, method, path, raw=None, headers=None):
+        all_headers = dict(headers or {})
+        if self.cookies:
+            all_headers["cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        reply = self.api.request(method, path, raw=raw, headers=all_headers, client=self.client)
+        for value in reply.headers.getRawHeaders(b"set-cookie") or []:
+            name, _, rest = value.decode().partition("=")
+            if "Max-Age=0" in rest:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = rest.split(";")[0]
+        found = re.search(rb'name="csrf" value="([^"]+)"', reply.body)
+        if found:
+            self.csrf = found.group(1).decode()
+        return reply
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def post(self, path, fields=None, csrf=True, origin=ORIGIN):
+        fields = dict(fields or {})
+        if csrf and "csrf" not in fields:
+            fields["csrf"] = self.csrf or ""
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        if origin is not None:
+            headers["origin"] = origin
+        return self.request("POST", path, urlencode(fields).encode(), headers)
+
+    def sign_in(self, name, password="secret-pass", code=""):
+        self.get("/login")
+        return self.post("/login", {"name": name, "password": password, "code": code})
 
 
 class _Immediate:

@@ -22,6 +22,8 @@ from .livesupport import REPOSITORY
 from .test_readme import readme_blocks
 
 PLUGIN_FILES = ["rustdesk_api.py", "rustdesk_hbbr.py", "rustdesk_hbbs.py", "rustdesk_server.py"]
+# The web console's package data: a non-editable install must carry it.
+CONSOLE_FILES = ["templates/base.html", "templates/login.html", "static/console.css"]
 OFFLINE = {"PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "PIP_NO_BUILD_ISOLATION": "0",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
@@ -132,6 +134,9 @@ class InstallOrderTests(SynchronousTestCase):
                          PLUGIN_FILES)
         self.assertIn("rustdesk-server", twistd_help(python))
         self.assertIn("created at schema revision", api_db_upgrade(self, python))
+        console = os.path.join(site, "rustdesk_twisted", "api", "console")
+        for name in CONSOLE_FILES:
+            self.assertTrue(os.path.isfile(os.path.join(console, name)), name)
 
     def test_quick_start_then_tests(self):
         self.check_order(quick_start_install(), test_script_install())

@@ -18,6 +18,7 @@ from .addressbooks import AddressBooks
 from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE, Audit
 from .recordings import Recordings
 from .switchgrants import SwitchGrants
+from .console import Console
 from .http import DEFAULT_MAX_BODY, ApiResource, ApiSite, Router, json_reply
 from .monitoring import Monitoring
 from .oidc import Fetcher, Oidc, PendingLogins
@@ -38,7 +39,8 @@ def at_once(f, *args):
 
 class ApiApp:
     """``hbbs`` is the :class:`~.hbbs.HbbsLink` to the rendezvous server beside the API;
-    :attr:`services` are the parts' timers, for the service that runs the app."""
+    :attr:`services` are the parts' timers, for the service that runs the app;
+    ``data_dir`` holds hbbs's key files; ``console`` the :class:`~.console.ConsoleOptions`."""
 
     def __init__(self, db, clock, blocking, token_lifetime=DEFAULT_TOKEN_LIFETIME,
                  trusted=None, max_body=DEFAULT_MAX_BODY, hbbs=None, ab_limits=None,
@@ -46,7 +48,8 @@ class ApiApp:
                  audit_unknown_per_minute=DEFAULT_UNKNOWN_PER_MINUTE, recording_dir=None,
                  recording_limits=None, admin_token=None, oidc_providers=(),
                  public_url=None, oidc_fetcher=None, oidc_pending=None,
-                 max_devices=DEFAULT_MAX_DEVICES, seen_interval=DEFAULT_SEEN_INTERVAL):
+                 max_devices=DEFAULT_MAX_DEVICES, seen_interval=DEFAULT_SEEN_INTERVAL,
+                 data_dir=".", console=None):
         self.db = db
         self.clock = clock
         self.trusted = trusted if trusted is not None else TrustedProxies()
@@ -80,6 +83,8 @@ class ApiApp:
         Groups(db, self.accounts).add_routes(self.router)
         self.services = [self.audit.pruner, self.switch_grants.pruner,
                          self.devices.writer]
+        self.console = Console(self, data_dir, console)
+        self.console.add_routes(self.router)
         openapi.add_routes(self.router)
 
     def _login_options(self, call):

@@ -67,7 +67,8 @@ def error_reply(status, message):
 class Call:
     """One request as a handler sees it."""
 
-    def __init__(self, method, path, params, query, headers, body, client_ip, now):
+    def __init__(self, method, path, params, query, headers, body, client_ip, now,
+                 secure=False):
         self.method = method
         self.path = path
         self.params = params
@@ -76,6 +77,7 @@ class Call:
         self.body = body
         self.client_ip = client_ip
         self.now = now
+        self.secure = secure
         self.user = None
         self.token = None
 
@@ -230,7 +232,8 @@ class ApiResource(Resource):
             route_name = route.name
             call = Call(method, path, params, _query(request), _headers(request),
                         request.content.read() if request.content is not None else b"",
-                        self.client_ip(request), self.clock.seconds())
+                        self.client_ip(request), self.clock.seconds(),
+                        secure=request.isSecure())
             d = maybeDeferred(self._authorised, route, call)
         except ApiError as e:
             self._finish(error_reply(e.status, e.message), request, route_name, started, gone)

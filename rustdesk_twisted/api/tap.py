@@ -23,6 +23,8 @@ from .addressbooks import DEFAULT_MAX_PEERS, DEFAULT_MAX_TAGS, BookLimits
 from .audit import DEFAULT_RETENTION_DAYS, DEFAULT_UNKNOWN_PER_MINUTE
 from .recordings import DEFAULT_MAX_FILE, DEFAULT_MAX_FILES, DEFAULT_QUOTA, RecordingLimits
 from .accounts import ARGON2_PARAMETERS, DEFAULT_TOKEN_LIFETIME, hash_password
+from .console import ConsoleOptions
+from .console.session import DEFAULT_SESSION_IDLE
 from .app import ApiApp, in_reactor_threads
 from .hbbs import HbbsLink
 from .db import Database, describe, engine_url
@@ -111,6 +113,12 @@ OPTIONS = [
     ("oidc-pending-per-source", None, "OIDC-PENDING-PER-SOURCE",
      f"OIDC logins in progress per client address, IPv6 per /64 (default "
      f"{DEFAULT_PENDING_PER_SOURCE})."),
+    ("console-secure-cookies", None, "CONSOLE-SECURE-COOKIES",
+     "Y: mark the web console's cookies Secure even on plain http (a TLS proxy in front); "
+     "over https they always are."),
+    ("console-session-idle", None, "CONSOLE-SESSION-IDLE",
+     f"Seconds a web console session lives without a request (default "
+     f"{DEFAULT_SESSION_IDLE})."),
     ("log-format", None, "LOG-FORMAT", "text (default) or json: one JSON object per line."),
     ("log-level", None, "LOG-LEVEL", "debug, info (default), warn or error."),
 ]
@@ -168,6 +176,10 @@ class ApiConfig:
             settings.integer("RECORDING-QUOTA", DEFAULT_QUOTA, minimum=1),
             settings.integer("RECORDING-MAX-FILES", DEFAULT_MAX_FILES, minimum=1))
         self.admin_token = settings.get("ADMIN-TOKEN") or None
+        self.console_options = ConsoleOptions(
+            secure_cookies=settings.flag("CONSOLE-SECURE-COOKIES"),
+            session_idle=settings.integer("CONSOLE-SESSION-IDLE", DEFAULT_SESSION_IDLE,
+                                          minimum=60, maximum=30 * 86400))
         proxies = settings.get("TRUSTED-PROXIES")
         try:
             self.trusted = (TrustedProxies(proxies.split(",")) if proxies is not None
@@ -247,7 +259,8 @@ class ApiService(service.MultiService):
                                   max_entries=config.oidc_pending,
                                   per_source=config.oidc_pending_per_source),
                               max_devices=config.max_devices,
-                              seen_interval=config.seen_interval)
+                              seen_interval=config.seen_interval, data_dir=config.data_dir,
+                              console=config.console_options)
             try:
                 endpoint = server_endpoint(self.reactor, config.endpoint)
             except ValueError as e:
@@ -293,6 +306,10 @@ class ApiService(service.MultiService):
         log.info("Audit logs kept {days} days (0: for ever); recordings {recordings}",
                  days=config.audit_retention_days,
                  recordings=config.recording_dir or "off", event="banner")
+        console = config.console_options
+        log.info("Web console at / (session idle {idle}s, cookies {secure})",
+                 idle=console.session_idle, event="banner",
+                 secure="always Secure" if console.secure_cookies else "Secure over https")
         log.info("Passwords: argon2id t={time_cost} m={memory_cost}KiB p={parallelism}; tokens "
                  "valid {lifetime}s", lifetime=config.token_lifetime, event="banner",
                  **ARGON2_PARAMETERS)
