@@ -295,6 +295,21 @@ class Accounts:
         d.addCallback(self._second_factor_checked, call, body, name)
         return d
 
+    def second_factor(self, user, code, now):
+        """Deferred of ``user`` when ``code`` is its TOTP code or an unused backup code (then
+        struck), else None: the check the client's login and the web console share."""
+        d = self.blocking(_check_second_factor, user, code, now)
+
+        def checked(found):
+            if found is None:
+                return None
+            user, backups_left = found
+            if backups_left is None:
+                return user
+            return self.db.run(_use_backup_code, user["id"], user["totp_backup"],
+                               backups_left).addCallback(lambda used: user if used else None)
+        return d.addCallback(checked)
+
     def _second_factor_checked(self, checked, call, body, name):
         if checked is None:
             return self._failed(call, name, "wrong second-factor code")

@@ -18,7 +18,7 @@ from ...admission import source_key
 from ...logs import Logger
 from ...logtext import LimitLog, quoted
 from .. import tables
-from ..accounts import MAX_PASSWORD, TOO_MANY_ATTEMPTS, _check_password, _check_second_factor, \
+from ..accounts import MAX_PASSWORD, TOO_MANY_ATTEMPTS, _check_password, \
     _user_by_name
 from ..http import ApiError, Reply
 from . import data
@@ -230,7 +230,7 @@ class ConsoleCore:
         user = await self.db.run(_user_by_name, name)
         user = await self.blocking(_check_password, user, password)
         if user is not None and user["totp_secret"]:
-            user = await self.blocking(_check_second_factor, self.db, user, code, now)
+            user = await self.accounts.second_factor(user, code, now)
         if user is None or user["status"] != 1:
             self.accounts.logins_failed += 1
             self.accounts.throttle.failed(ip, name, now)
