@@ -107,6 +107,18 @@ class LiveReplay:
         self.assertEqual(reply["type"], "access_token")
         self.assertEqual((yield controller.current_user())["name"], "admin")
 
+        # The device's telemetry (1.2) and the group tab (1.5).
+        self.assertEqual((yield device.sysinfo()).body, b"SYSINFO_UPDATED")
+        self.assertEqual((yield device.sysinfo_ver()).status, 200)
+        beat = yield device.heartbeat()
+        self.assertEqual(beat.status, 200)
+        self.assertNotIn("sysinfo", beat.json())
+        peers = yield controller.accessible_peers()
+        self.assertEqual([(p["id"], p["info"]["device_name"]) for p in peers],
+                         [(device.id, device.hostname)])
+        self.assertEqual([u["name"] for u in (yield controller.accessible_users())], ["admin"])
+        self.assertEqual((yield controller.accessible_device_groups()), [])
+
         # Address books (1.4), then the legacy book (1.3) over the same rows.
         guid = (yield controller.ab_personal()).json()["guid"]
         self.assertEqual((yield controller.ab_settings()), {"max_peer_one_ab": 0})
