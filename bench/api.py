@@ -12,9 +12,9 @@ peers; ``twistd rustdesk-api`` (SQLite) starts on it, alone (``--hbbs off``).
 * Login: sequential password logins over one keep-alive connection; p50 and
   p99 latency, beside one argon2 verification measured in the bench process at
   the API's cost parameters (which bound it).
-* Address-book sync: the client's pull of 1 000 entries (ten pages of 100, as it
-  sends them), loopback round trips summed; beside the same rows read straight
-  from SQLite.
+* Address-book sync: the pull of 1 000 entries as ten pages of 100 (what the
+  official client sends), loopback round trips summed, and as one page of 1 000;
+  beside the same rows read straight from SQLite.
 """
 
 import http.client
@@ -116,6 +116,7 @@ def rows(build, runs, quick):
     with open(script, "w") as f:
         f.write(WRK_LUA % {"devices": DEVICES})
     rates, cores, base_rates, logins, syncs, direct, argon = [], [], [], [], [], [], []
+    singles = []
     notes = set()
     try:
         seed(directory)
@@ -132,7 +133,9 @@ def rows(build, runs, quick):
                 if errors:
                     notes.add("wrk saw non-2xx or socket errors")
                 logins.extend(login_latencies(host, port, 10 if quick else LOGINS))
-                syncs.extend(sync_times(host, port, 3 if quick else SYNCS))
+                paged, single = sync_times(host, port, 3 if quick else SYNCS)
+                syncs.extend(paged)
+                singles.extend(single)
             finally:
                 server.stop()
             base_rates.append(baseline_rate(host, seconds, script))
@@ -152,6 +155,10 @@ def rows(build, runs, quick):
             [1000 * s for s in syncs],
             baseline=f"SQLite select alone {1000 * statistics.median(direct):.1f} ms",
             note="loopback round trips summed", fmt="{:.1f}"),
+        Row("api", f"address-book sync of {BOOK} entries (one page)", "ms",
+            [1000 * s for s in singles],
+            baseline=f"SQLite select alone {1000 * statistics.median(direct):.1f} ms",
+            note="one loopback round trip", fmt="{:.1f}"),
     ]
 
 
@@ -193,8 +200,13 @@ def sync_times(host, port, count):
     guid = json.loads(data).get("guid") if status == 200 else None
     if not guid:
         raise RuntimeError(f"no personal address book: {status} {data[:200]!r}")
-    times = []
+    times, single = [], []
     for _ in range(count):
+        elapsed, status, data = post(
+            connection, f"/api/ab/peers?current=1&pageSize={BOOK}&ab={guid}", None, token)
+        if status != 200 or len(json.loads(data)["data"]) != BOOK:
+            raise RuntimeError(f"one page of {BOOK}: {status} {data[:200]!r}")
+        single.append(elapsed)
         total, seen = 0.0, 0
         for page in range(1, 11):
             elapsed, status, data = post(
@@ -207,7 +219,7 @@ def sync_times(host, port, count):
             raise RuntimeError(f"the sync returned {seen} peers, not {BOOK}")
         times.append(total)
     connection.close()
-    return times
+    return times, single
 
 
 def direct_read(directory):
