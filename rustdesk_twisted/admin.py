@@ -542,7 +542,8 @@ def run(reactor, args, environ, out):
     elif command == "api-db":
         out.write(api_database(ctx, args.action))
     elif command in ("user", "token"):
-        usercommands.run(args, ctx.settings, ctx.data_dir, out, sys.stderr)
+        usercommands.run(args, ctx.settings, ctx.data_dir, out, sys.stderr,
+                         reactor.seconds())
 
 
 def api_database(ctx, action):

@@ -112,9 +112,9 @@ def read_password(path, stdin=None, ask=getpass.getpass):
     return check_password(password)
 
 
-def run(args, settings, data_dir, out, err, now=None, stdin=None, ask=getpass.getpass):
-    """Carry out a ``user`` or ``token`` command; raises UserError for the operator."""
-    now = time.time() if now is None else now
+def run(args, settings, data_dir, out, err, now, stdin=None, ask=getpass.getpass):
+    """Carry out a ``user`` or ``token`` command at time ``now`` (the caller's clock);
+    raises UserError for the operator."""
     password = None
     if args.command == "user" and args.action in ("add", "passwd"):
         check_name(args.name)
